@@ -1,0 +1,1 @@
+"""The churn model: its contract, validation, features, scoring, training and packaging."""

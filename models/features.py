@@ -1,0 +1,55 @@
+"""Feature engineering, written once: raw customer fields to the model's matrix (`FEATURES`)."""
+
+from collections.abc import Sequence
+from datetime import date
+
+import numpy as np
+
+from models.errors import FieldError
+from models.schema import CustomerFeatures
+from models.validation import ValidatedFrame, describe
+
+DATE_FIELD = "last_purchase_date"
+
+
+def feature_matrix(
+    age: np.ndarray,
+    income: np.ndarray,
+    purchase_history: np.ndarray,
+    days_since_purchase: np.ndarray,
+) -> np.ndarray:
+    """The (n, 4) float64 matrix the scaler and model were fitted on (order: `FEATURES`)."""
+    return np.column_stack([age, income, purchase_history, days_since_purchase]).astype(np.float64)
+
+
+def days_since_purchase(last_purchase: date, as_of: date) -> int:
+    """Whole days from the last purchase to the as-of date (both calendar dates in UTC)."""
+    return as_of.toordinal() - last_purchase.toordinal()
+
+
+def future_date_error(features: CustomerFeatures, as_of: date) -> FieldError | None:
+    """The one contract rule pydantic cannot check alone, because it depends on the as-of date."""
+    if features.last_purchase_date > as_of:
+        return describe(DATE_FIELD, "future_date", as_of)
+    return None
+
+
+def matrix_from_records(records: Sequence[CustomerFeatures], as_of: date) -> np.ndarray:
+    """The feature matrix of already-validated records (the JSON and Kafka paths)."""
+    return feature_matrix(
+        np.array([r.age for r in records], np.float64),
+        np.array([r.income for r in records], np.float64),
+        np.array([r.purchase_history for r in records], np.float64),
+        np.array([days_since_purchase(r.last_purchase_date, as_of) for r in records], np.float64),
+    )
+
+
+def matrix_from_frame(checked: ValidatedFrame) -> np.ndarray:
+    """The feature matrix of the valid rows of a validated frame (the DataFrame and batch paths)."""
+    ok = checked.valid
+    return feature_matrix(
+        checked.numeric["age"][ok],
+        checked.numeric["income"][ok],
+        checked.numeric["purchase_history"][ok],
+        checked.days_since_purchase[ok],
+    )

@@ -1,0 +1,92 @@
+"""Prediction logic shared by every path: validate records, score the valid ones in one call."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import ValidationError
+
+from models.contract import ERROR_COLUMN, ID_COLUMN, PREDICTION_COLUMNS
+from models.errors import FieldError
+from models.features import future_date_error, matrix_from_frame, matrix_from_records
+from models.predictor import ChurnPredictor, Scores
+from models.schema import PredictRequest
+from models.validation import field_errors_from_pydantic, validate_frame
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """One record that failed validation: where it was, who it was (if known) and why."""
+
+    index: int
+    customer_id: str | None
+    errors: list[FieldError]
+
+    @property
+    def first(self) -> FieldError:
+        return self.errors[0]
+
+
+def check_request(item: Any, index: int, as_of: date) -> PredictRequest | Rejected:
+    """A request-shaped object as a valid `PredictRequest`, or why it is not one."""
+    try:
+        request = PredictRequest.model_validate(item)
+    except ValidationError as exc:
+        cid = item.get(ID_COLUMN) if isinstance(item, dict) else None
+        return Rejected(
+            index, cid if isinstance(cid, str) else None, field_errors_from_pydantic(exc, as_of)
+        )
+    if err := future_date_error(request.features, as_of):
+        return Rejected(index, request.customer_id, [err])
+    return request
+
+
+def split_requests(
+    items: Sequence[Any], as_of: date
+) -> tuple[list[tuple[int, PredictRequest]], list[Rejected]]:
+    """Valid requests with their positions, and the rejected; one bad item fails only itself."""
+    valid: list[tuple[int, PredictRequest]] = []
+    rejected: list[Rejected] = []
+    for i, item in enumerate(items):
+        checked = check_request(item, i, as_of)
+        if isinstance(checked, Rejected):
+            rejected.append(checked)
+        else:
+            valid.append((i, checked))
+    return valid, rejected
+
+
+def score_requests(
+    predictor: ChurnPredictor, requests: Sequence[PredictRequest], as_of: date
+) -> Scores:
+    """Scores of already-valid requests, in one `predict_proba` call."""
+    return predictor.score(matrix_from_records([r.features for r in requests], as_of))
+
+
+def score_frame(predictor: ChurnPredictor, frame: pd.DataFrame, as_of: date) -> pd.DataFrame:
+    """`PREDICTION_COLUMNS` plus `error` for every row of `frame`, in input order.
+
+    Valid rows are scored in one call; invalid rows keep their `customer_id` (when it is a
+    string), get null scores and the reason in `error`.
+    """
+    checked = validate_frame(frame, as_of)
+    scores = predictor.score(matrix_from_frame(checked))
+    n, ok = len(frame), checked.valid
+    ids = frame[ID_COLUMN] if ID_COLUMN in frame.columns else pd.Series([None] * n)
+    out = pd.DataFrame({ID_COLUMN: ids.to_numpy(object)})
+    out["prediction"] = pd.array(np.zeros(n, np.int64), dtype="Int64")
+    out.loc[~ok, "prediction"] = pd.NA
+    out.loc[ok, "prediction"] = scores.prediction
+    for name in ("churn_probability", "probability"):
+        col = np.full(n, np.nan)
+        col[ok] = getattr(scores, name)
+        out[name] = col
+    confidence = np.full(n, None, object)
+    confidence[ok] = scores.confidence_level
+    # object dtype keeps None as None (pandas 3 would infer a string dtype with NaN).
+    out["confidence_level"] = pd.Series(confidence, dtype=object)
+    out[ERROR_COLUMN] = pd.Series(checked.errors, dtype=object)
+    return out[[*PREDICTION_COLUMNS, ERROR_COLUMN]]

@@ -1,0 +1,119 @@
+"""Loading the packaged model from the BentoML store, and scoring a feature matrix in one call."""
+
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import bentoml
+import joblib
+import numpy as np
+from bentoml.exceptions import NotFound
+
+from models.contract import (
+    DECISION_THRESHOLD,
+    DEFAULT_MODEL_TAG,
+    FEATURES,
+    HIGH_CONFIDENCE,
+    MEDIUM_CONFIDENCE,
+    MODEL_FILE,
+    MODEL_TAG_ENV,
+    SCALER_FILE,
+)
+from models.errors import ModelUnavailableError
+
+
+@dataclass(frozen=True, slots=True)
+class Scores:
+    """Column-wise scores of n customers, aligned with the rows of the scored matrix."""
+
+    prediction: np.ndarray  # int64, 1 = churn
+    churn_probability: np.ndarray  # float64, P(churn)
+    probability: np.ndarray  # float64, P(predicted class)
+    confidence_level: np.ndarray  # object: "high" | "medium" | "low"
+
+    def __len__(self) -> int:
+        return len(self.prediction)
+
+    def row(self, i: int) -> dict[str, Any]:
+        return {
+            "prediction": int(self.prediction[i]),
+            "churn_probability": float(self.churn_probability[i]),
+            "probability": float(self.probability[i]),
+            "confidence_level": str(self.confidence_level[i]),
+        }
+
+
+def scores_from_probability(churn_probability: np.ndarray) -> Scores:
+    """Decision, class probability and confidence band from P(churn), per the contract."""
+    prediction = (churn_probability >= DECISION_THRESHOLD).astype(np.int64)
+    probability = np.where(prediction == 1, churn_probability, 1.0 - churn_probability)
+    confidence = np.where(
+        probability >= HIGH_CONFIDENCE,
+        "high",
+        np.where(probability >= MEDIUM_CONFIDENCE, "medium", "low"),
+    ).astype(object)
+    return Scores(prediction, churn_probability, probability, confidence)
+
+
+@dataclass(frozen=True)
+class ChurnPredictor:
+    """A fitted scaler and classifier with the store tag and metadata they came with."""
+
+    model: Any
+    scaler: Any
+    tag: str
+    metadata: dict[str, Any]
+
+    def churn_probability(self, matrix: np.ndarray) -> np.ndarray:
+        """P(churn) for each row: one `predict_proba` call however many rows."""
+        n = len(matrix)
+        if n == 0:
+            return np.empty(0, np.float64)
+        if n == 1:
+            # BLAS scores a lone row with a matrix-vector kernel whose rounding differs from the
+            # matrix-matrix kernel used for n >= 2 (last-bit differences, seen with OpenBLAS).
+            # Scoring it as two rows gives the same bits as in any batch, on every path.
+            matrix = np.vstack([matrix, matrix])
+        proba = self.model.predict_proba(self.scaler.transform(matrix))
+        return proba[:n, self._churn_column]
+
+    def score(self, matrix: np.ndarray) -> Scores:
+        return scores_from_probability(self.churn_probability(matrix))
+
+    @property
+    def _churn_column(self) -> int:
+        return int(np.flatnonzero(np.asarray(self.model.classes_) == 1)[0])
+
+    @classmethod
+    def from_stored(cls, stored: bentoml.Model) -> "ChurnPredictor":
+        """The predictor held by a model-store entry (as the service's `BentoModel` resolves it)."""
+        # Artifacts fitted on a DataFrame warn on every ndarray call; the column order is checked
+        # against FEATURES when they are packaged, so the warning carries no information here.
+        warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        try:
+            model = joblib.load(stored.path_of(MODEL_FILE))
+            scaler = joblib.load(stored.path_of(SCALER_FILE))
+        except (OSError, ValueError) as exc:
+            raise ModelUnavailableError(f"model {stored.tag} does not load: {exc}") from exc
+        metadata = dict(stored.info.metadata)
+        if list(metadata.get("features", FEATURES)) != list(FEATURES):
+            raise ModelUnavailableError(f"model {stored.tag} was fitted on other features")
+        return cls(model, scaler, str(stored.tag), metadata)
+
+
+def resolve_tag(tag: str | None = None) -> str:
+    """The tag to serve: the explicit one, else $CHURN_MODEL_TAG, else `churn_model:latest`."""
+    return tag or os.environ.get(MODEL_TAG_ENV) or DEFAULT_MODEL_TAG
+
+
+def load_predictor(tag: str | None = None) -> ChurnPredictor:
+    """A ready predictor from the BentoML model store."""
+    wanted = resolve_tag(tag)
+    try:
+        stored = bentoml.models.get(wanted)
+    except NotFound as exc:
+        raise ModelUnavailableError(
+            f"no model {wanted!r} in the BentoML store; run `python -m models.train` first"
+        ) from exc
+    return ChurnPredictor.from_stored(stored)

@@ -1,0 +1,1 @@
+"""Real-time serving support for service.py: settings and HTTP error handling."""

@@ -1,0 +1,55 @@
+"""Shared fixtures: a private BentoML home, a small trained model in it, and a served bento."""
+
+import os
+import tempfile
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from tests.support import Process, start_bento
+
+AS_OF = date(2026, 6, 30)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before anything imports bentoml: the tests' model store must not be the user's.
+    os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="churn-tests-bentoml-")
+    os.environ["BENTOML_DO_NOT_TRACK"] = "True"
+
+
+@pytest.fixture(scope="session")
+def model_tag() -> str:
+    """A small logistic model trained into the session's store by the real training entry point."""
+    import bentoml
+
+    from models import train
+
+    assert train.main(["--rows", "4000", "--classifier", "logistic_regression"]) == 0
+    return str(bentoml.models.get("churn_model:latest").tag)
+
+
+@pytest.fixture(scope="session")
+def predictor(model_tag: str):
+    from models.predictor import load_predictor
+
+    return load_predictor(model_tag)
+
+
+@pytest.fixture(scope="session")
+def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def service_env(model_tag: str) -> dict[str, str]:
+    return {"CHURN_MODEL_TAG": model_tag, "CHURN_AS_OF": AS_OF.isoformat()}
+
+
+@pytest.fixture(scope="session")
+def bento(logs_dir: Path, service_env: dict[str, str]) -> Iterator[Process]:
+    """The service under `bentoml serve` on a free port, shared by the HTTP tests."""
+    proc = start_bento(logs_dir, service_env)
+    yield proc
+    proc.stop()

