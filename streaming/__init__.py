@@ -1,0 +1,1 @@
+"""A Kafka bridge that scores customer events through the churn bento."""
