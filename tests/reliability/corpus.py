@@ -1,0 +1,93 @@
+"""The shared corpus: the same customers and the same invalid records for every scoring path.
+
+Valid customers come from a fixed seed plus the contract's edge cases; invalid records each carry
+the `field:code` every path must reject them with.
+"""
+
+from datetime import date, timedelta
+
+import numpy as np
+
+from models.contract import AGE_MAX, AGE_MIN, ID_COLUMN, INCOME_MIN, RAW_FEATURES
+
+AS_OF = date(2026, 6, 30)
+SEED = 20261126
+
+
+def _day(days_before: int) -> str:
+    return (AS_OF - timedelta(days=days_before)).isoformat()
+
+
+def valid_customers(n: int = 2000) -> list[dict]:
+    """n flat records: n - len(edges) random ones and the edge cases of every range."""
+    rng = np.random.default_rng(SEED)
+    edges = [
+        {"age": AGE_MIN, "income": 50_000.0, "purchase_history": 3, "last_purchase_date": _day(5)},
+        {"age": AGE_MAX, "income": 50_000.0, "purchase_history": 3, "last_purchase_date": _day(5)},
+        {"age": 40.0, "income": INCOME_MIN, "purchase_history": 3, "last_purchase_date": _day(5)},
+        {"age": 40.0, "income": 1e12, "purchase_history": 3, "last_purchase_date": _day(5)},
+        {"age": 40.0, "income": 50_000.0, "purchase_history": 0, "last_purchase_date": _day(5)},
+        {"age": 40.0, "income": 50_000.0, "purchase_history": 3, "last_purchase_date": _day(0)},
+        {"age": 40.0, "income": 50_000.0, "purchase_history": 3, "last_purchase_date": _day(3650)},
+        {"age": 33.5, "income": 12_345.67, "purchase_history": 400, "last_purchase_date": _day(1)},
+        {
+            "age": 40.0,
+            "income": 50_000.0,
+            "purchase_history": 3,
+            "last_purchase_date": f"{_day(2)}T23:59:59+00:00",
+        },
+    ]
+    records = [
+        {
+            "age": float(rng.integers(18, 90)),
+            "income": float(np.round(rng.lognormal(np.log(50_000), 0.6), 2)),
+            "purchase_history": int(rng.poisson(6)),
+            "last_purchase_date": _day(int(rng.exponential(60))),
+        }
+        for _ in range(n - len(edges))
+    ]
+    return [{ID_COLUMN: f"v-{i:05d}", **r} for i, r in enumerate([*edges, *records])]
+
+
+_BASE = {"age": 40.0, "income": 50_000.0, "purchase_history": 3, "last_purchase_date": _day(5)}
+
+# (override, expected "field:code"), all representable in JSON.
+_INVALID = [
+    ({ID_COLUMN: None}, "customer_id:null"),
+    ({ID_COLUMN: 12345}, "customer_id:wrong_type"),
+    ({ID_COLUMN: ""}, "customer_id:out_of_range"),
+    ({ID_COLUMN: "x" * 101}, "customer_id:out_of_range"),
+    ({"age": None}, "age:null"),
+    ({"age": "forty"}, "age:wrong_type"),
+    ({"age": -0.5}, "age:out_of_range"),
+    ({"age": 120.01}, "age:out_of_range"),
+    ({"income": None}, "income:null"),
+    ({"income": "rich"}, "income:wrong_type"),
+    ({"income": -1.0}, "income:out_of_range"),
+    ({"purchase_history": None}, "purchase_history:null"),
+    ({"purchase_history": 1.5}, "purchase_history:not_integer"),
+    ({"purchase_history": -1}, "purchase_history:out_of_range"),
+    ({"purchase_history": "3"}, "purchase_history:wrong_type"),
+    ({"last_purchase_date": None}, "last_purchase_date:null"),
+    ({"last_purchase_date": "31/12/2025"}, "last_purchase_date:bad_date"),
+    ({"last_purchase_date": "2026-02-30"}, "last_purchase_date:bad_date"),
+    ({"last_purchase_date": 20260101}, "last_purchase_date:wrong_type"),
+    ({"last_purchase_date": _day(-1)}, "last_purchase_date:future_date"),
+    ({"age": -3, "income": -3}, "age:out_of_range"),
+]
+
+
+def invalid_records() -> list[tuple[dict, str]]:
+    """(flat record, expected "field:code") for every way a record breaks the contract."""
+    out = []
+    for i, (override, expected) in enumerate(_INVALID):
+        out.append(({ID_COLUMN: f"bad-{i:03d}", **_BASE, **override}, expected))
+    return out
+
+
+def nested(record: dict) -> dict:
+    """A flat record as the JSON API's request: `{"customer_id", "features": {...}}`."""
+    return {
+        ID_COLUMN: record.get(ID_COLUMN),
+        "features": {k: record[k] for k in RAW_FEATURES if k in record},
+    }
