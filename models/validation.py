@@ -143,30 +143,35 @@ def _numeric_column(col: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return values, null, ~null & ~is_number
 
 
+# Date outcomes as small integers: comparing an int8 column is ~20x cheaper than an object one.
+_DATE_CODES = (None, "null", "wrong_type", "bad_date")
+_DATE_NULL = _DATE_CODES.index("null")
+
+
 def _date_ordinals(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """(proleptic ordinal day or -1, error code or None) per row.
+    """(proleptic ordinal day or -1, index into `_DATE_CODES`) per row.
 
     Strings are parsed once per distinct value with the same parser the per-record path uses,
     so a date means the same thing on every path; a day's file has few distinct dates.
     """
     ordinals = np.full(len(col), -1, np.int64)
-    codes = np.full(len(col), None, object)
+    codes = np.zeros(len(col), np.int8)
     if pd.api.types.is_datetime64_any_dtype(col):
         ts = col.dt.tz_convert(UTC) if col.dt.tz is not None else col
         null = ts.isna().to_numpy(bool)
         days = ts.to_numpy("datetime64[ns]").astype("datetime64[D]").astype(np.int64)
         ordinals[~null] = days[~null] + date(1970, 1, 1).toordinal()
-        codes[null] = "null"
+        codes[null] = _DATE_NULL
         return ordinals, codes
     row_codes, uniques = pd.factorize(col, use_na_sentinel=True)
     table_ord = np.full(len(uniques) + 1, -1, np.int64)
-    table_code = np.full(len(uniques) + 1, "null", object)  # last slot: the NA sentinel
+    table_code = np.full(len(uniques) + 1, _DATE_NULL, np.int8)  # last slot: the NA sentinel
     for i, value in enumerate(uniques):
         try:
             table_ord[i] = parse_purchase_date(value).toordinal()
-            table_code[i] = None
+            table_code[i] = 0
         except DateFieldError as exc:
-            table_code[i] = exc.code
+            table_code[i] = _DATE_CODES.index(exc.code)
     return table_ord[row_codes], table_code[row_codes]
 
 
@@ -210,8 +215,8 @@ def validate_frame(frame: pd.DataFrame, as_of: date) -> ValidatedFrame:
             reject(field, (lengths < 1) | (lengths > CUSTOMER_ID_MAX_LENGTH), "out_of_range")
         elif field == DATE_COLUMN:
             ordinals, date_codes = _date_ordinals(col)
-            for code in ("null", "wrong_type", "bad_date"):
-                reject(field, date_codes == code, code)
+            for i, code in enumerate(_DATE_CODES[1:], start=1):
+                reject(field, date_codes == i, code)
             reject(field, ordinals > as_of.toordinal(), "future_date")
             days = (as_of.toordinal() - ordinals).astype(np.float64)
         else:
