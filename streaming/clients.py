@@ -1,0 +1,79 @@
+"""kafka-python clients configured for at-least-once delivery, and topic creation.
+
+The benchmark's baselines build their clients here too, so every variant runs with the same
+consumer and producer settings.
+"""
+
+import logging
+import os
+import socket
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.errors import TopicAlreadyExistsError
+
+from streaming.logs import log
+from streaming.settings import StreamSettings
+
+logger = logging.getLogger(__name__)
+
+# Producer batching: `flush()` ends every micro-batch, so lingering only helps inside one batch.
+PRODUCER_LINGER_MS = 5
+PRODUCER_BATCH_BYTES = 256 * 1024
+
+
+def client_id(role: str) -> str:
+    return f"churn-stream-{role}-{socket.gethostname()}-{os.getpid()}"
+
+
+def make_consumer(settings: StreamSettings, **overrides: Any) -> KafkaConsumer:
+    """A group member that never commits by itself and starts a new group at the beginning."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers.split(","),
+        "client_id": client_id("consumer"),
+        "group_id": settings.group,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "max_poll_records": settings.max_batch,
+        "session_timeout_ms": settings.session_timeout_ms,
+        "heartbeat_interval_ms": settings.heartbeat_interval_ms,
+        **overrides,
+    }
+    return KafkaConsumer(**config)
+
+
+def make_producer(settings: StreamSettings, **overrides: Any) -> KafkaProducer:
+    """Each record acknowledged by all in-sync replicas, written once and in order per partition."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers.split(","),
+        "client_id": client_id("producer"),
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": PRODUCER_LINGER_MS,
+        "batch_size": PRODUCER_BATCH_BYTES,
+        **overrides,
+    }
+    return KafkaProducer(**config)
+
+
+def ensure_topics(settings: StreamSettings, topics: list[str]) -> None:
+    """Create the topics that do not exist yet; one created meanwhile by someone else is fine."""
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers.split(","), client_id=client_id("admin")
+    )
+    try:
+        existing = set(admin.list_topics())
+        for topic in topics:
+            if topic in existing:
+                continue
+            spec = {
+                "num_partitions": settings.partitions,
+                "replication_factor": settings.replication_factor,
+            }
+            try:
+                admin.create_topics({topic: spec}, wait_for_metadata=True)
+                log(logger, logging.INFO, "created topic", topic=topic, **spec)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()

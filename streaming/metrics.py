@@ -1,0 +1,89 @@
+"""The bridge's Prometheus metrics, in a registry of its own (served on `--metrics-port`)."""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from models.contract import INPUT_COLUMNS
+from models.schema import PredictRequest
+from streaming.messages import EVENT_TIME_FIELD, Problem
+
+# Dead-letter reasons are labelled `field:code`; a field outside the contract (an unexpected
+# key, chosen by whoever wrote the message) is folded into `other` to keep the label set bounded.
+_KNOWN_FIELDS = {*INPUT_COLUMNS, *PredictRequest.model_fields, EVENT_TIME_FIELD, "request"}
+_SIZE_BUCKETS = (1, 5, 10, 25, 50, 100, 200, 300, 500, 750, 1000)
+_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+def reason_label(problem: Problem) -> str:
+    field = problem.field if problem.field in _KNOWN_FIELDS else "other"
+    return f"{field}:{problem.code}"
+
+
+class BridgeMetrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.consumed = Counter(
+            "churn_stream_messages_consumed",
+            "Messages read from the input topic",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.produced = Counter(
+            "churn_stream_results_produced", "Predictions acknowledged by the broker", registry=r
+        )
+        self.dead_lettered = Counter(
+            "churn_stream_dead_letters",
+            "Messages sent to the error topic, by field:code",
+            ["reason"],
+            registry=r,
+        )
+        self.service_calls = Counter(
+            "churn_stream_service_calls", "Scoring calls (one per micro-batch attempt)", registry=r
+        )
+        self.service_errors = Counter(
+            "churn_stream_service_errors", "Failed scoring calls, by kind", ["kind"], registry=r
+        )
+        self.service_retries = Counter(
+            "churn_stream_service_retries", "Scoring calls retried after a failure", registry=r
+        )
+        self.commits = Counter("churn_stream_commits", "Successful offset commits", registry=r)
+        self.commit_failures = Counter(
+            "churn_stream_commit_failures", "Offset commits refused (retried later)", registry=r
+        )
+        self.batch_size = Histogram(
+            "churn_stream_batch_size", "Messages per micro-batch", buckets=_SIZE_BUCKETS, registry=r
+        )
+        self.batch_seconds = Histogram(
+            "churn_stream_batch_seconds",
+            "From the first message of a batch to its offset commit",
+            buckets=_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.service_seconds = Histogram(
+            "churn_stream_service_seconds",
+            "Duration of one successful scoring call",
+            buckets=_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.end_to_end_seconds = Histogram(
+            "churn_stream_end_to_end_seconds",
+            "From the event time (message timestamp, else record time) to the result's produce",
+            buckets=_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.lag = Gauge(
+            "churn_stream_consumer_lag",
+            "High watermark minus committed offset, per assigned partition",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.assigned = Gauge(
+            "churn_stream_assigned_partitions", "Partitions assigned to this bridge", registry=r
+        )
+        self.paused = Gauge(
+            "churn_stream_paused", "1 while consumption is paused for scoring retries", registry=r
+        )
+
+    def serve(self, port: int) -> None:
+        """Expose /metrics on `port` (a daemon thread); 0 means no endpoint."""
+        if port:
+            start_http_server(port, registry=self.registry)

@@ -1,0 +1,94 @@
+"""The bridge's one settings object: flags over `CHURN_STREAM_*` variables over defaults.
+
+Every field is a flag (`max_batch` -> `--max-batch`) and an environment variable
+(`CHURN_STREAM_MAX_BATCH`); the as-of date and the model tag also read the service's own
+`CHURN_AS_OF` and `CHURN_MODEL_TAG`, so a bridge next to the bento sees the same configuration.
+"""
+
+import argparse
+from collections.abc import Sequence
+from datetime import date
+
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.contract import MAX_BATCH_ITEMS, MODEL_TAG_ENV
+from models.validation import today_utc
+
+ENV_PREFIX = "CHURN_STREAM_"
+
+
+class StreamSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", populate_by_name=True)
+
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka brokers, comma-separated")
+    input_topic: str = Field("customer-events", description="topic of customer events (JSON)")
+    output_topic: str = Field("predictions", description="topic the predictions go to")
+    error_topic: str = Field("prediction-errors", description="dead-letter topic")
+    group: str = Field("churn-stream-predictor", description="consumer group id")
+    service_url: str = Field("http://127.0.0.1:3000", description="the running churn bento")
+    in_process: bool = Field(
+        False, description="load the model from the BentoML store and score in this process"
+    )
+    model_tag: str | None = Field(
+        None,
+        description=f"model store tag for --in-process (default: ${MODEL_TAG_ENV} or latest)",
+        validation_alias=AliasChoices(f"{ENV_PREFIX}MODEL_TAG", MODEL_TAG_ENV),
+    )
+    as_of: date | None = Field(
+        None,
+        description="as-of date for validation and recency (default: today, UTC)",
+        validation_alias=AliasChoices(f"{ENV_PREFIX}AS_OF", "CHURN_AS_OF"),
+    )
+    max_batch: int = Field(
+        500, ge=1, le=MAX_BATCH_ITEMS, description="most messages scored in one call"
+    )
+    max_wait_ms: int = Field(
+        20, ge=0, description="longest wait for a batch to fill once it has a message"
+    )
+    metrics_port: int = Field(9400, ge=0, le=65535, description="Prometheus port (0: none)")
+    partitions: int = Field(3, ge=1, description="partitions of topics this bridge creates")
+    replication_factor: int = Field(1, ge=1, description="replication of topics it creates")
+    session_timeout_ms: int = Field(10_000, ge=1000, description="consumer group session timeout")
+    heartbeat_interval_ms: int = Field(2_000, ge=100, description="consumer heartbeat interval")
+    service_timeout_s: float = Field(30.0, gt=0, description="timeout of one scoring call")
+    retry_backoff_ms: int = Field(200, ge=1, description="first wait after a failed call")
+    retry_max_backoff_ms: int = Field(5_000, ge=1, description="longest wait between retries")
+    stats_interval_s: float = Field(10.0, gt=0, description="seconds between throughput logs")
+    max_error_payload_bytes: int = Field(
+        256 * 1024, ge=0, description="longest original message copied into a dead letter"
+    )
+    log_level: str = Field("INFO", description="logging level")
+
+    def effective_as_of(self) -> date:
+        return self.as_of or today_utc()
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Flags generated from the settings fields, so a flag and its variable cannot drift apart."""
+    parser = argparse.ArgumentParser(
+        prog="churn-stream",
+        description="Score customer events from Kafka with the churn model, at least once.",
+    )
+    for name, field in StreamSettings.model_fields.items():
+        env = f"{ENV_PREFIX}{name.upper()}"
+        help_text = f"{field.description} [env {env}; default {field.default}]"
+        if field.annotation is bool:
+            parser.add_argument(_flag(name), action="store_true", default=None, help=help_text)
+        else:
+            parser.add_argument(_flag(name), default=None, metavar=name.upper(), help=help_text)
+    return parser
+
+
+def load_settings(argv: Sequence[str] | None = None) -> StreamSettings:
+    """Flags given on the command line win over the environment, which wins over defaults."""
+    parser = build_parser()
+    given = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
+    try:
+        return StreamSettings(**given)
+    except ValidationError as exc:
+        parser.error(str(exc))  # exits with status 2 and the usage line
