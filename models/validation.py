@@ -204,14 +204,15 @@ def validate_frame(frame: pd.DataFrame, as_of: date) -> ValidatedFrame:
         col = frame[field]
         if field == ID_COLUMN:
             null = col.isna().to_numpy(bool)
-            is_str = (
-                np.ones(n, bool)
-                if pd.api.types.is_string_dtype(col) and col.dtype != object
-                else _is_instance(col, (str,))
-            )
+            text_dtype = pd.api.types.is_string_dtype(col) and col.dtype != object
+            is_str = np.ones(n, bool) if text_dtype else _is_instance(col, (str,))
             reject(field, null, "null")
             reject(field, ~is_str, "wrong_type")
-            lengths = col.where(is_str & ~null, "x").astype(str).str.len().to_numpy()
+            if text_dtype:
+                # Null rows already failed; NaN lengths fail no comparison. Skips a masked copy.
+                lengths = col.str.len().to_numpy(np.float64, na_value=np.nan)
+            else:
+                lengths = col.where(is_str & ~null, "x").astype(str).str.len().to_numpy()
             reject(field, (lengths < 1) | (lengths > CUSTOMER_ID_MAX_LENGTH), "out_of_range")
         elif field == DATE_COLUMN:
             ordinals, date_codes = _date_ordinals(col)
