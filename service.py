@@ -1,84 +1,153 @@
 """The churn model served by BentoML: JSON, batch and DataFrame prediction endpoints.
 
-bentoml serve            # http://127.0.0.1:3000, OpenAPI UI at /
+bentoml serve                              # ChurnService on http://127.0.0.1:3000, docs at /
+bentoml serve service:BatchedChurnService  # the same API; /predict scored with adaptive batching
+
+Each API method is a few lines: validation and scoring come from `models/`, the cache, metrics,
+auth and GET routes from `serving/`.
 """
 
+import logging
 import time
-import uuid
-from datetime import UTC, datetime
 
 import bentoml
+import numpy as np
 import pandas as pd
 
-from models.contract import FEATURES
+from models.contract import ERROR_COLUMN
 from models.errors import InvalidInputError
-from models.features import future_date_error
+from models.features import future_date_error, matrix_from_records
 from models.predict import score_frame, score_requests, split_requests
-from models.predictor import ChurnPredictor, Scores, resolve_tag
-from models.schema import BatchRequest, BatchResponse, ItemError, Prediction, PredictRequest
+from models.predictor import ChurnPredictor, resolve_tag
+from models.schema import BatchRequest, PredictRequest
+from serving import metrics, responses
+from serving.app import routes
+from serving.cache import PredictionCache
 from serving.http import http_errors
+from serving.middleware import ServingMiddleware
+from serving.schema import ServedBatchResponse, ServedPrediction
+from serving.scoring import Scorer
 from serving.settings import ServiceSettings
 
+logger = logging.getLogger(__name__)
 
-@bentoml.service(name="churn_service", traffic={"timeout": 30})
-class ChurnService:
+# Why these settings: see README, "Performance". Tracing is off by default (sample rate 0), yet
+# BentoML's OpenTelemetry middleware still builds a span per request (a fifth of a worker's CPU
+# under load) unless the path is excluded; set `tracing.excluded_urls` to [] to trace.
+SERVICE_CONFIG = {
+    "traffic": {"timeout": 30},
+    "tracing": {"excluded_urls": ["/predict", "/health", "/livez", "/readyz", "/metrics"]},
+    # BentoML's client to a dependency reopens its connection pool every 100 calls or 300 s,
+    # failing the calls in flight (seen as 500s under load): keep one pool.
+    "runner_connection": {"max_requests": 2**62, "max_age": 1e12},
+}
+
+
+@bentoml.service(name="churn_model", **SERVICE_CONFIG)
+class ChurnModel:
+    """The model alone: concurrent calls are merged into one `predict_proba` (adaptive batching)."""
+
+    bento_model = bentoml.models.BentoModel(resolve_tag())
+
+    def __init__(self) -> None:
+        self.predictor = ChurnPredictor.from_stored(self.bento_model)
+
+    @bentoml.api(batchable=True, max_batch_size=128, max_latency_ms=1000)
+    def churn_probability(self, matrix: np.ndarray) -> np.ndarray:
+        return self.predictor.churn_probability(matrix)
+
+
+class ChurnEndpoints:
+    """The API, shared by both designs; `_churn_probability` is where they differ."""
+
     # Resolved from the store when the service starts; `bentoml build` pins the exact version.
     bento_model = bentoml.models.BentoModel(resolve_tag())
 
     def __init__(self) -> None:
+        self.started = time.monotonic()
         self.settings = ServiceSettings()
         self.predictor = ChurnPredictor.from_stored(self.bento_model)
+        s = self.settings
+        self.cache = (
+            PredictionCache(
+                s.redis_url, s.cache_ttl_seconds, s.redis_timeout_seconds, s.redis_retry_seconds
+            )
+            if s.redis_url
+            else None
+        )
+        self.scorer = Scorer(self.predictor, self.cache)
+        logger.info("serving %s, cache %s", self.predictor.tag, "on" if self.cache else "off")
+        if not s.tokens:
+            logger.warning(
+                "API_TOKENS is not set: the prediction and model endpoints accept requests "
+                "without authentication"
+            )
+
+    @bentoml.on_shutdown
+    async def close_cache(self) -> None:
+        if self.cache is not None:
+            await self.cache.close()
+
+    def __is_ready__(self) -> bool:
+        return self.predictor.churn_probability(np.zeros((1, 4))).shape == (1,)
+
+    async def _churn_probability(self, matrix: np.ndarray) -> np.ndarray:
+        return self.predictor.churn_probability(matrix)
 
     @bentoml.api(route="/predict")
     @http_errors
-    async def predict(self, request: PredictRequest, /) -> Prediction:
+    async def predict(self, request: PredictRequest, /) -> ServedPrediction:
         """Churn prediction for one customer."""
         started, as_of = time.perf_counter(), self.settings.as_of()
         if err := future_date_error(request.features, as_of):
             raise InvalidInputError([err], loc_prefix=("features",))
-        scores = score_requests(self.predictor, [request], as_of)
-        return self._prediction(request, scores, 0, started)
+        matrix = matrix_from_records([request.features], as_of)
+        scores, cached = await self.scorer.score(matrix, as_of, self._churn_probability)
+        cached_hit = bool(cached[0])
+        return responses.prediction(request, scores, 0, cached_hit, self.predictor.tag, started)
 
     @bentoml.api(route="/predict/batch")
     @http_errors
-    def predict_batch(self, batch: BatchRequest, /) -> BatchResponse:
+    def predict_batch(self, batch: BatchRequest, /) -> ServedBatchResponse:
         """Up to 1000 customers: invalid items are reported in `errors`, the rest scored at once."""
         started, as_of = time.perf_counter(), self.settings.as_of()
         valid, rejected = split_requests(batch.requests, as_of)
-        scores = score_requests(self.predictor, [r for _, r in valid], as_of)
-        return BatchResponse(
-            batch_id=batch.batch_id or str(uuid.uuid4()),
-            predictions=[self._prediction(r, scores, i, started) for i, (_, r) in enumerate(valid)],
-            errors=[
-                ItemError(
-                    index=r.index,
-                    customer_id=r.customer_id,
-                    error=r.first.reason,
-                    field=r.first.field,
-                    code=r.first.code,
-                )
-                for r in rejected
-            ],
-            total_processed=len(batch.requests),
-            success_count=len(valid),
-            error_count=len(rejected),
-            processing_time=time.perf_counter() - started,
+        metrics.record_batch_size("batch", len(batch.requests))
+        metrics.record_validation_failures("batch", (r.first.field for r in rejected))
+        scorer = self.scorer.in_thread(as_of)
+        scores = score_requests(scorer, [r for _, r in valid], as_of)  # type: ignore[arg-type]
+        return responses.batch_response(
+            batch, valid, rejected, scores, scorer.cached, self.predictor.tag, started
         )
 
     @bentoml.api(route="/predict/dataframe")
     def predict_dataframe(self, frame: pd.DataFrame, /) -> pd.DataFrame:
         """Customers in (flat columns), predictions out, with an `error` column per row."""
-        return score_frame(self.predictor, frame, self.settings.as_of())
+        scorer = self.scorer.in_thread(self.settings.as_of())
+        out = score_frame(scorer, frame, scorer.as_of)  # type: ignore[arg-type]
+        metrics.record_batch_size("dataframe", len(frame))
+        # A row's reason reads "field: message" (models.errors.FieldError.reason).
+        reasons = out[ERROR_COLUMN].dropna()
+        metrics.record_validation_failures("dataframe", (r.split(":", 1)[0] for r in reasons))
+        return out
 
-    def _prediction(
-        self, request: PredictRequest, scores: Scores, i: int, started: float
-    ) -> Prediction:
-        return Prediction(
-            customer_id=request.customer_id,
-            **scores.row(i),
-            model_version=self.predictor.tag,
-            request_id=request.request_id or str(uuid.uuid4()),
-            processing_time=time.perf_counter() - started,
-            timestamp=datetime.now(UTC),
-            features_used=list(FEATURES),
-        )
+
+@bentoml.service(name="churn_service", **SERVICE_CONFIG)
+@bentoml.asgi_app(routes)
+class ChurnService(ChurnEndpoints):
+    """The default design: /predict scored in the API worker (the faster one here)."""
+
+
+@bentoml.service(name="churn_service_batched", **SERVICE_CONFIG)
+@bentoml.asgi_app(routes)
+class BatchedChurnService(ChurnEndpoints):
+    """/predict scored by `ChurnModel` in its own process, with adaptive batching."""
+
+    model = bentoml.depends(ChurnModel)
+
+    async def _churn_probability(self, matrix: np.ndarray) -> np.ndarray:
+        return np.asarray(await self.model.to_async.churn_probability(matrix))
+
+
+ChurnService.add_asgi_middleware(ServingMiddleware)
+BatchedChurnService.add_asgi_middleware(ServingMiddleware)

@@ -1,0 +1,66 @@
+"""Building the served responses from validated requests and their scores."""
+
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import numpy as np
+
+from models.contract import FEATURES
+from models.predict import Rejected
+from models.predictor import Scores
+from models.schema import BatchRequest, ItemError, PredictRequest
+from serving.schema import ServedBatchResponse, ServedPrediction
+
+
+def prediction(
+    request: PredictRequest,
+    scores: Scores,
+    i: int,
+    cached: bool,
+    model_version: str,
+    started: float,
+) -> ServedPrediction:
+    return ServedPrediction(
+        customer_id=request.customer_id,
+        **scores.row(i),
+        model_version=model_version,
+        request_id=request.request_id or str(uuid.uuid4()),
+        processing_time=time.perf_counter() - started,
+        timestamp=datetime.now(UTC),
+        features_used=list(FEATURES),
+        cached=cached,
+    )
+
+
+def batch_response(
+    batch: BatchRequest,
+    valid: Sequence[tuple[int, PredictRequest]],
+    rejected: Sequence[Rejected],
+    scores: Scores,
+    cached: np.ndarray,
+    model_version: str,
+    started: float,
+) -> ServedBatchResponse:
+    return ServedBatchResponse(
+        batch_id=batch.batch_id or str(uuid.uuid4()),
+        predictions=[
+            prediction(r, scores, i, bool(cached[i]), model_version, started)
+            for i, (_, r) in enumerate(valid)
+        ],
+        errors=[
+            ItemError(
+                index=r.index,
+                customer_id=r.customer_id,
+                error=r.first.reason,
+                field=r.first.field,
+                code=r.first.code,
+            )
+            for r in rejected
+        ],
+        total_processed=len(batch.requests),
+        success_count=len(valid),
+        error_count=len(rejected),
+        processing_time=time.perf_counter() - started,
+    )
