@@ -1,0 +1,118 @@
+"""Exact duplicate customer ids in bounded memory: 64-bit hashes of the scored ids are spilled to
+bucket files by their top bits, then each bucket is sorted and counted on its own.
+
+Memory is one chunk's hashes plus one bucket (1/64 of 8 bytes per row); two different ids
+sharing a 64-bit hash (odds about n²/2⁶⁵, 1e-6 at five million rows) would count as one.
+No listed package hashes arrow strings without making a Python object per value, hence numpy.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+BUCKET_BITS = 6
+_PRIME = np.uint64(0x100000001B3)
+_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer: every input bit moves every output bit."""
+    h ^= h >> np.uint64(30)
+    h *= _MIX1
+    h ^= h >> np.uint64(27)
+    h *= _MIX2
+    h ^= h >> np.uint64(31)
+    return h
+
+
+def hash_strings(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A 64-bit hash of each (non-null) string, computed on the arrow buffers."""
+    arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    arr = arr.cast(pa.large_string())
+    n = len(arr)
+    if n == 0:
+        return np.empty(0, np.uint64)
+    offsets = np.frombuffer(arr.buffers()[1], np.int64)[arr.offset : arr.offset + n + 1]
+    data = np.frombuffer(arr.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
+    lengths = np.diff(offsets)
+    width = int(-(-max(int(lengths.max()), 1) // 8) * 8)
+    if lengths.min() == lengths.max():
+        # Fixed-width ids (the usual case) are a reshape, no scatter needed.
+        grid = np.zeros((n, width), np.uint8)
+        grid[:, : lengths[0]] = data.reshape(n, int(lengths[0]))
+    else:
+        grid = np.zeros((n, width), np.uint8)
+        starts = np.repeat(offsets[:-1] - offsets[0], lengths)
+        rows = np.repeat(np.arange(n), lengths)
+        grid[rows, np.arange(len(data)) - starts] = data
+    words = grid.view(np.uint64)
+    h = (lengths.astype(np.uint64) + np.uint64(1)) * _PRIME
+    with np.errstate(over="ignore"):
+        for j in range(words.shape[1]):
+            # Only words a string reaches count, so its hash does not depend on its neighbours.
+            mixed = _mix((h ^ words[:, j]) * _PRIME)
+            h = mixed if lengths.min() > 8 * j else np.where(lengths > 8 * j, mixed, h)
+    return h
+
+
+@dataclass
+class Duplicates:
+    """Rows whose id was seen before, how many ids repeat, and the most repeated ones."""
+
+    duplicate_rows: int = 0
+    duplicated_ids: int = 0
+    examples: dict[str, int] = field(default_factory=dict)
+
+
+class DuplicateCounter:
+    """Spills the hashes of every scored id under `workdir`, then counts repeats."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._bounds = np.arange(1, 1 << BUCKET_BITS, dtype=np.uint64) << np.uint64(
+            64 - BUCKET_BITS
+        )
+
+    def add(self, ids: pa.Array | pa.ChunkedArray, part: str = "0") -> None:
+        """Spill a chunk's id hashes; `part` keeps concurrent writers (Dask tasks) apart."""
+        hashes = np.sort(hash_strings(ids))
+        cuts = np.searchsorted(hashes, self._bounds)
+        for bucket, piece in enumerate(np.split(hashes, cuts)):
+            if len(piece):
+                with (self.workdir / f"{bucket:02d}-{part}.u64").open("ab") as out:
+                    out.write(piece.tobytes())
+
+    def count(self, scored_ids: Iterable[pa.Array], top: int = 10) -> Duplicates:
+        """Repeats per bucket; the ids behind the most repeated hashes come from a second pass
+        over `scored_ids` (only run when there are repeats)."""
+        result, repeated = Duplicates(), []
+        for bucket in range(1 << BUCKET_BITS):
+            files = sorted(self.workdir.glob(f"{bucket:02d}-*.u64"))
+            if not files:
+                continue
+            hashes = np.sort(np.concatenate([np.fromfile(f, np.uint64) for f in files]))
+            values, counts = np.unique(hashes, return_counts=True)
+            many = counts > 1
+            result.duplicate_rows += int((counts[many] - 1).sum())
+            result.duplicated_ids += int(many.sum())
+            repeated.extend(zip(counts[many].tolist(), values[many].tolist(), strict=True))
+        if repeated:
+            most = sorted(repeated, key=lambda cv: -cv[0])[:top]
+            result.examples = self._names(scored_ids, {h: c for c, h in most})
+        return result
+
+    @staticmethod
+    def _names(scored_ids: Iterable[pa.Array], wanted: dict[int, int]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        keys = np.fromiter(wanted, np.uint64, len(wanted))
+        for ids in scored_ids:
+            hashes = hash_strings(ids)
+            for i in np.flatnonzero(np.isin(hashes, keys)).tolist():
+                found.setdefault(ids[i].as_py(), wanted[int(hashes[i])])
+            if len(found) == len(wanted):
+                break
+        return dict(sorted(found.items(), key=lambda kv: (-kv[1], kv[0])))

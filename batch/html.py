@@ -1,0 +1,154 @@
+"""report.html: one self-contained page (inline CSS and SVG, no scripts, fonts or links), so it
+opens on a machine with no network."""
+
+from html import escape
+from typing import Any
+
+from .report import PSI_MODERATE, PSI_SIGNIFICANT
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;
+max-width:980px;color:#1f2328;padding:0 1em}
+h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;margin-top:1.8em;border-bottom:1px solid
+#d0d7de;padding-bottom:.2em}table{border-collapse:collapse;margin:.5em 0}
+td,th{border:1px solid #d0d7de;padding:.3em .7em;text-align:left}td.n{text-align:right;
+font-variant-numeric:tabular-nums}th{background:#f6f8fa}.muted{color:#656d76}
+.ok{color:#1a7f37}.warn{color:#9a6700}.bad{color:#cf222e;font-weight:600}
+.cards{display:flex;gap:1em;flex-wrap:wrap}.card{border:1px solid #d0d7de;border-radius:6px;
+padding:.6em 1em;min-width:9em}.card b{display:block;font-size:1.4em}
+ul.anomalies li{color:#cf222e}svg text{font-size:11px;fill:#1f2328}
+"""
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.{digits}f}"
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2%}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(rows_cells) + "</tr>" for rows_cells in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _cell(value: str, numeric: bool = False, css: str = "") -> str:
+    classes = " ".join(c for c in ("n" if numeric else "", css) if c)
+    return f'<td class="{classes}">{value}</td>' if classes else f"<td>{value}</td>"
+
+
+def histogram_svg(
+    edges: list[float], counts: list[int], width: int = 640, height: int = 220
+) -> str:
+    """Bars of the churn-probability histogram as inline SVG."""
+    left, bottom, top = 48, 28, 10
+    plot_w, plot_h = width - left - 10, height - bottom - top
+    peak = max(counts) or 1
+    bar_w = plot_w / len(counts)
+    parts = [
+        f'<svg width="{width}" height="{height}" '
+        f'role="img" aria-label="histogram of churn probability">',
+        f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" '
+        'stroke="#656d76"/>',
+        f'<text x="4" y="{top + 10}">{peak:,}</text><text x="4" y="{top + plot_h}">0</text>',
+    ]
+    for i, count in enumerate(counts):
+        h = plot_h * count / peak
+        x = left + i * bar_w
+        colour = "#cf222e" if edges[i] >= 0.5 else "#0969da"
+        parts.append(
+            f'<rect x="{x + 1:.1f}" y="{top + plot_h - h:.1f}" width="{bar_w - 2:.1f}" '
+            f'height="{h:.1f}" fill="{colour}"><title>{edges[i]:.2f}–{edges[i + 1]:.2f}: '
+            f"{count:,}</title></rect>"
+        )
+    for i in range(0, len(edges), 5):
+        x = left + i * bar_w
+        parts.append(f'<text x="{x - 8:.1f}" y="{height - 8}">{edges[i]:.2f}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def render_html(report: dict[str, Any]) -> str:
+    run, s, dup = report["run"], report["summary"], report["duplicates"]
+    cards = [
+        ("rows in", _num(s["rows_in"])),
+        ("scored", _num(s["rows_scored"])),
+        ("rejected", _num(s["rows_rejected"])),
+        ("churn rate", _pct(s["churn_rate"])),
+        ("mean confidence", _num(s["mean_confidence"])),
+        ("duplicate rows", _num(dup["duplicate_rows"])),
+    ]
+    card_html = "".join(f'<div class="card">{escape(k)}<b>{v}</b></div>' for k, v in cards)
+    if report["anomalies"]:
+        items = "".join(f"<li>{escape(a['message'])}</li>" for a in report["anomalies"])
+        anomalies = f'<ul class="anomalies">{items}</ul>'
+    else:
+        anomalies = '<p class="ok">None.</p>'
+    levels = s["confidence_levels"]
+    confidence = _table(
+        ["level", "rows", "share"],
+        [
+            [_cell(k), _cell(_num(v), True), _cell(_pct(v / s["rows_scored"]), True)]
+            for k, v in levels.items()
+            if s["rows_scored"]
+        ],
+    )
+    failures = _table(
+        ["reason", "rows"],
+        [[_cell(escape(r)), _cell(_num(c), True)] for r, c in report["failures_by_reason"].items()],
+    )
+    css = {"stable": "ok", "moderate": "warn", "significant": "bad"}
+    drift = _table(
+        ["feature", "PSI", "status", "mean (this run)", "mean (training)"],
+        [
+            [
+                _cell(escape(name)),
+                _cell(_num(d["psi"]), True),
+                _cell(d["status"], css=css[d["status"]]),
+                _cell(_num(d["mean"], 2), True),
+                _cell(_num(d["training_mean"], 2), True),
+            ]
+            for name, d in report["drift"].items()
+        ],
+    )
+    examples = _table(
+        ["customer_id", "rows"],
+        [[_cell(escape(i)), _cell(_num(c), True)] for i, c in dup["examples"].items()],
+    )
+    files = _table(
+        ["file", "rows", "scored", "rejected"],
+        [
+            [_cell(escape(f)), *(_cell(_num(c[k]), True) for k in ("rows", "scored", "rejected"))]
+            for f, c in report["files"].items()
+        ],
+    )
+    hist = report["histogram"]
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Churn batch report</title>
+<style>{_CSS}</style></head><body>
+<h1>Churn batch report</h1>
+<p class="muted">model {escape(run["model"])} · as of {escape(run["as_of"])} ·
+finished {escape(run["finished_at"])} · {_num(run["duration_s"], 1)} s ·
+{_num(run["rows_per_second"], 0)} rows/s · engine {escape(run["engine"])}</p>
+<div class="cards">{card_html}</div>
+<h2>Anomalies</h2>{anomalies}
+<h2>Churn probability</h2>{histogram_svg(hist["bin_edges"], hist["counts"])}
+<p>Mean churn probability {_num(s["mean_churn_probability"])}; {_num(s["high_confidence"])}
+high-confidence and {_num(s["low_confidence"])} low-confidence predictions.</p>
+<h2>Confidence</h2>{confidence}
+<h2>Drift against the training data</h2>
+<p class="muted">Population stability index per feature: below {PSI_MODERATE} stable,
+{PSI_MODERATE}–{PSI_SIGNIFICANT} moderate, {PSI_SIGNIFICANT} and above significant.</p>{drift}
+<h2>Validation failures by reason</h2>{failures if report["failures_by_reason"] else "<p>None.</p>"}
+<h2>Duplicate customer ids</h2>
+<p>{_num(dup["duplicated_ids"])} ids appear more than once ({_num(dup["duplicate_rows"])}
+extra rows).</p>{examples if dup["examples"] else ""}
+<h2>Inputs</h2>{files}
+</body></html>
+"""

@@ -1,0 +1,166 @@
+"""Score parquet (or CSV / JSON-lines) files with the served model; every row ends in exactly one
+of DIR/predictions.parquet or DIR/rejected.parquet, with DIR/report.json and DIR/report.html.
+
+    python -m batch.predict INPUT... --output DIR [--as-of YYYY-MM-DD] [--model TAG] [--overwrite]
+        [--fail-on-anomaly] [--quiet] [--engine local|dask] [--scheduler tcp://HOST:8786]
+
+Exit codes: 0 done, 1 failed, 2 bad usage or unreadable input, 3 anomalies (--fail-on-anomaly).
+"""
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pyarrow as pa
+
+from models.contract import DATE_COLUMN
+from models.errors import ChurnError, ModelUnavailableError
+from models.predictor import load_predictor
+from models.validation import today_utc
+
+from .engine import DEFAULT_CHUNK_ROWS, run_local
+from .html import render_html
+from .output import (
+    REPORT_HTML,
+    REPORT_JSON,
+    OutputExistsError,
+    check_target,
+    staged_output,
+)
+from .progress import RunProgress
+from .reader import InputError, Source, resolve_inputs
+from .report import build_report
+from .scoring import RunInfo, rejects_schema
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ANOMALY = 0, 1, 2, 3
+AS_OF_ENV = "CHURN_AS_OF"
+log = logging.getLogger("batch")
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a YYYY-MM-DD date") from None
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="churn-batch", description=__doc__.split("\n\n")[0].replace("\n", " ")
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="file, directory or glob")
+    p.add_argument("--output", "-o", required=True, type=Path, metavar="DIR")
+    p.add_argument(
+        "--as-of",
+        type=_date,
+        default=os.environ.get(AS_OF_ENV),
+        help=f"date {DATE_COLUMN} is measured against (default: ${AS_OF_ENV}, else today, UTC)",
+    )
+    p.add_argument(
+        "--model",
+        metavar="TAG",
+        help="model store tag (default: $CHURN_MODEL_TAG, else churn_model:latest)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    p.add_argument("--fail-on-anomaly", action="store_true", help="exit 3 if anomalies are found")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress, only errors")
+    p.add_argument("--verbose", "-v", action="store_true", help="tracebacks on failure")
+    p.add_argument("--engine", choices=["local", "dask"], default="local")
+    p.add_argument("--scheduler", metavar="URL", help="Dask scheduler (default: a local cluster)")
+    p.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, help=argparse.SUPPRESS)
+    return p
+
+
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # Unwinds like Ctrl-C, so the staging directory is removed (schedulers send SIGTERM).
+    raise SystemExit(128 + signum)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """One run; returns the report. Raises on bad input, bad usage or failure."""
+    if args.chunk_rows < 1:
+        raise InputError("--chunk-rows must be positive")
+    if args.scheduler and args.engine != "dask":
+        raise InputError("--scheduler needs --engine dask")
+    check_target(args.output, args.overwrite)
+    sources = [Source(p) for p in resolve_inputs(args.inputs)]
+    predictor = load_predictor(args.model)
+    as_of = args.as_of or today_utc()
+    info = RunInfo(predictor, as_of, rejects_schema([s.schema for s in sources]))
+    known = [s.num_rows for s in sources]
+    total = sum(known) if None not in known else None  # type: ignore[arg-type]
+    log.info("scoring %d file(s) with %s, as of %s", len(sources), predictor.tag, as_of)
+    started_at, started = datetime.now(UTC), time.perf_counter()
+    with staged_output(args.output, args.overwrite) as staging:
+        progress = RunProgress(total, args.quiet)
+        try:
+            if args.engine == "dask":
+                from .dask_engine import run_dask  # dask is an optional extra
+
+                stats, duplicates = run_dask(sources, staging, info, args.scheduler, progress)
+            else:
+                stats, duplicates = run_local(sources, staging, info, progress, args.chunk_rows)
+        finally:
+            progress.close()
+        elapsed = time.perf_counter() - started
+        report = {
+            "run": {
+                "inputs": [s.name for s in sources],
+                "output": str(args.output),
+                "model": predictor.tag,
+                "as_of": as_of.isoformat(),
+                "engine": args.engine,
+                "started_at": started_at.isoformat(),
+                "finished_at": datetime.now(UTC).isoformat(),
+                "duration_s": elapsed,
+                "rows_per_second": stats.rows_in / elapsed if elapsed else None,
+            },
+            **build_report(stats, duplicates, predictor.metadata),
+        }
+        (staging / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")
+        (staging / REPORT_HTML).write_text(render_html(report))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        report = run(args)
+    except (InputError, OutputExistsError, ModelUnavailableError) as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
+    except (ChurnError, OSError, pa.ArrowException, ValueError, RuntimeError) as exc:
+        log.error("batch run failed: %s", exc, exc_info=args.verbose)
+        return EXIT_FAILED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    s = report["summary"]
+    log.info(
+        "done: %s rows in, %s scored, %s rejected -> %s (%.0f rows/s)",
+        f"{s['rows_in']:,}",
+        f"{s['rows_scored']:,}",
+        f"{s['rows_rejected']:,}",
+        args.output,
+        report["run"]["rows_per_second"] or 0,
+    )
+    for anomaly in report["anomalies"]:
+        log.warning("anomaly: %s", anomaly["message"])
+    return EXIT_ANOMALY if args.fail_on_anomaly and report["anomalies"] else EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

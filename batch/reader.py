@@ -1,0 +1,186 @@
+"""Input files as bounded chunks: parquet (record batches), CSV and JSON lines (blocks of rows).
+
+Every chunk carries the original values as an arrow table (what goes to the rejects file, extra
+columns included) and, when the format needs it, the frame `validate_frame` should see (CSV text
+becomes numbers where it parses; JSON keeps each value's own type).
+"""
+
+import glob
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from models.contract import DATE_COLUMN, INPUT_COLUMNS, NUMERIC_FIELDS
+
+FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl"}
+FORMATS |= {".ndjson": "jsonl", ".json": "jsonl"}
+TEXT = pa.large_string()
+
+
+class InputError(Exception):
+    """An input that does not exist, matches nothing or cannot be read; names the file."""
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Rows `first_row ..` of one source: original values, and the frame to validate."""
+
+    source: str
+    first_row: int
+    table: pa.Table
+    frame: pd.DataFrame
+
+
+def resolve_inputs(patterns: list[str]) -> list[Path]:
+    """Files named directly, the supported files of a directory (sorted), or a glob's matches."""
+    found: list[Path] = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            matches = sorted(p for p in path.iterdir() if p.suffix.lower() in FORMATS)
+            if not matches:
+                raise InputError(f"{pattern}: directory holds no {'/'.join(FORMATS)} files")
+        elif path.is_file():
+            matches = [path]
+        elif glob.has_magic(pattern):
+            matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True))
+            if not matches:
+                raise InputError(f"{pattern}: matches no file")
+        else:
+            raise InputError(f"{pattern}: no such file or directory")
+        for match in matches:
+            if match.suffix.lower() not in FORMATS:
+                raise InputError(f"{match}: unsupported file type (use {', '.join(FORMATS)})")
+            if match not in found:
+                found.append(match)
+    return found
+
+
+def frame_for_validation(table: pa.Table) -> pd.DataFrame:
+    """The contract's columns of an arrow table as pandas, cheaply: strings stay arrow-backed, a
+    dictionary-encoded date column becomes a Categorical (parsed once per distinct date)."""
+    present = [c for c in INPUT_COLUMNS if c in table.column_names]
+    cols = []
+    for name in present:
+        col = table.column(name)
+        if pa.types.is_dictionary(col.type) and name != DATE_COLUMN:
+            col = col.cast(col.type.value_type)
+        cols.append(col)
+    return pa.table(cols, names=present).to_pandas(date_as_object=False)
+
+
+class Source:
+    """One input file: its schema as read, its row count when known, and its chunks."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.name = str(path)
+        self.format = FORMATS[path.suffix.lower()]
+        try:
+            self.schema, self.num_rows = getattr(self, f"_open_{self.format}")()
+        except (OSError, pa.ArrowException, ValueError) as exc:
+            raise InputError(f"{path}: cannot read {self.format}: {exc}") from exc
+
+    def chunks(self, rows: int) -> Iterator[Chunk]:
+        first = 0
+        try:
+            for table, frame in getattr(self, f"_read_{self.format}")(rows):
+                yield Chunk(self.name, first, table, frame)
+                first += table.num_rows
+        except (OSError, pa.ArrowException, ValueError) as exc:
+            raise InputError(f"{self.path}: cannot read row {first} on: {exc}") from exc
+
+    # parquet: record batches; a string date column is read dictionary-encoded.
+    def _open_parquet(self) -> tuple[pa.Schema, int | None]:
+        meta = pq.read_metadata(self.path)
+        schema = meta.schema.to_arrow_schema()
+        return pa.schema([f.with_metadata(None) for f in schema]), meta.num_rows
+
+    def _read_parquet(self, rows: int) -> Iterator[tuple[pa.Table, pd.DataFrame]]:
+        field = self.schema.field(DATE_COLUMN) if DATE_COLUMN in self.schema.names else None
+        as_dict = [DATE_COLUMN] if field and pa.types.is_string(field.type) else []
+        if field and pa.types.is_large_string(field.type):
+            as_dict = [DATE_COLUMN]
+        reader = pq.ParquetFile(self.path, read_dictionary=as_dict)
+        for batch in reader.iter_batches(batch_size=rows):
+            table = pa.Table.from_batches([batch])
+            yield table, frame_for_validation(table)
+
+    # CSV: every column as text (the original values); numeric columns parsed for validation.
+    def _open_csv(self) -> tuple[pa.Schema, int | None]:
+        if self.path.stat().st_size == 0:
+            return pa.schema([]), 0
+        names = pacsv.open_csv(self.path).schema.names
+        return pa.schema([(n, TEXT) for n in names]), None
+
+    def _read_csv(self, rows: int) -> Iterator[tuple[pa.Table, pd.DataFrame]]:
+        if not self.schema.names:
+            return
+        convert = pacsv.ConvertOptions(
+            column_types={f.name: TEXT for f in self.schema}, strings_can_be_null=True
+        )
+        read = pacsv.ReadOptions(block_size=max(1 << 20, rows * 64))
+        with pacsv.open_csv(self.path, read_options=read, convert_options=convert) as reader:
+            for batch in reader:
+                table = pa.Table.from_batches([batch])
+                frame = frame_for_validation(table)
+                for name in NUMERIC_FIELDS:
+                    if name in frame.columns:
+                        frame[name] = _numbers_from_text(frame[name])
+                yield table, frame
+
+    # JSON lines: values keep their JSON types for validation; the originals are kept as text.
+    def _open_jsonl(self) -> tuple[pa.Schema, int | None]:
+        names: dict[str, None] = {}
+        rows = 0
+        with self.path.open(encoding="utf-8") as lines:
+            for line in lines:
+                if line.strip():
+                    record = json.loads(line)
+                    names |= dict.fromkeys(record if isinstance(record, dict) else ())
+                    rows += 1
+        return pa.schema([(n, TEXT) for n in names]), rows
+
+    def _read_jsonl(self, rows: int) -> Iterator[tuple[pa.Table, pd.DataFrame]]:
+        with self.path.open(encoding="utf-8") as lines:
+            records: list[dict] = []
+            for line in lines:
+                if line.strip():
+                    record = json.loads(line)
+                    records.append(record if isinstance(record, dict) else {})
+                if len(records) == rows:
+                    yield self._json_chunk(records)
+                    records = []
+            if records:
+                yield self._json_chunk(records)
+
+    def _json_chunk(self, records: list[dict]) -> tuple[pa.Table, pd.DataFrame]:
+        names = self.schema.names
+        table = pa.table({n: pa.array([_as_text(r.get(n)) for r in records], TEXT) for n in names})
+        frame = pd.DataFrame.from_records(records, columns=names)
+        # Object columns keep None as None (pandas would otherwise infer str with NaN).
+        return table, frame.astype(object).where(frame.notna(), None)
+
+
+def _as_text(value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def _numbers_from_text(col: pd.Series) -> pd.Series:
+    """CSV text as numbers; text that is not a number stays text, so it fails as `wrong_type`."""
+    numbers = pd.to_numeric(col, errors="coerce")
+    unparsed = numbers.isna().to_numpy() & col.notna().to_numpy()
+    if not unparsed.any():
+        return numbers.astype(np.float64)
+    mixed = numbers.astype(object)
+    mixed[unparsed] = col[unparsed].astype(object)
+    return mixed

@@ -1,0 +1,164 @@
+"""The one scoring function both engines run on a chunk: the service's validation, features and
+model (models/), then arrow tables for the predictions and the rejects files."""
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from models.contract import ERROR_COLUMN, ID_COLUMN, INPUT_COLUMNS, PREDICTION_COLUMNS
+from models.features import matrix_from_frame
+from models.predictor import ChurnPredictor, Scores
+from models.validation import validate_frame
+
+from .reader import TEXT, Chunk
+
+MODEL_VERSION_COLUMN = "model_version"
+AS_OF_COLUMN = "as_of"
+SCORED_AT_COLUMN = "scored_at"
+SOURCE_COLUMN = "source_file"
+ROW_COLUMN = "source_row"
+
+PREDICTION_SCHEMA = pa.schema(
+    [
+        pa.field(PREDICTION_COLUMNS[0], TEXT, nullable=False),
+        pa.field(PREDICTION_COLUMNS[1], pa.int64(), nullable=False),
+        pa.field(PREDICTION_COLUMNS[2], pa.float64(), nullable=False),
+        pa.field(PREDICTION_COLUMNS[3], pa.float64(), nullable=False),
+        pa.field(PREDICTION_COLUMNS[4], pa.string(), nullable=False),
+        pa.field(MODEL_VERSION_COLUMN, pa.string(), nullable=False),
+        pa.field(AS_OF_COLUMN, pa.date32(), nullable=False),
+        pa.field(SCORED_AT_COLUMN, pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+
+
+def prediction_writer(path: Path) -> pq.ParquetWriter:
+    """Dictionary pages only for the columns of few distinct values, and no min/max for the ids:
+    trying to dictionary-encode ids and probabilities doubled the write time for nothing."""
+    repeating = ["prediction", "confidence_level", MODEL_VERSION_COLUMN, AS_OF_COLUMN]
+    return pq.ParquetWriter(
+        path,
+        PREDICTION_SCHEMA,
+        use_dictionary=[*repeating, SCORED_AT_COLUMN],
+        write_statistics=[n for n in PREDICTION_SCHEMA.names if n != ID_COLUMN],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """What every chunk of one run shares: model, as-of date, the rejects file's schema."""
+
+    predictor: ChurnPredictor
+    as_of: date
+    rejects_schema: pa.Schema
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredChunk:
+    """One chunk's outcome: every input row is in exactly one of the two tables."""
+
+    predictions: pa.Table
+    rejected: pa.Table
+    features: np.ndarray  # the scored rows' feature matrix (for drift)
+    scores: Scores
+    reasons: np.ndarray  # object: the readable reason of each rejected row
+
+
+def _plain(t: pa.DataType) -> pa.DataType:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return TEXT if pa.types.is_string(t) else t
+
+
+def rejects_schema(schemas: list[pa.Schema]) -> pa.Schema:
+    """The rejects file's columns: where the row came from, every input column (its type when all
+    inputs agree on it, else text), then the reason. Built before reading, so it never changes."""
+    types: dict[str, set[pa.DataType]] = {name: set() for name in INPUT_COLUMNS}
+    for schema in schemas:
+        for field in schema:
+            types.setdefault(field.name, set()).add(_plain(field.type))
+    ours = {SOURCE_COLUMN, ROW_COLUMN, ERROR_COLUMN}
+    fields = [pa.field(SOURCE_COLUMN, pa.string()), pa.field(ROW_COLUMN, pa.int64())]
+    for name, seen in types.items():
+        kind = next(iter(seen)) if len(seen) == 1 else TEXT
+        # An input column named like one of ours keeps its values under another name.
+        out = f"input_{name}" if name in ours else name
+        fields.append(pa.field(out, kind, metadata={"input": name}))
+    return pa.schema([*fields, pa.field(ERROR_COLUMN, pa.string())])
+
+
+def _as_type(col: pa.ChunkedArray, kind: pa.DataType) -> pa.ChunkedArray:
+    if col.type == kind:
+        return col
+    try:
+        return col.cast(kind)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        # Nested values have no arrow cast to text; their Python form is still readable.
+        return pa.chunked_array([pa.array([_text(v) for v in col.to_pylist()], kind)])
+
+
+def _text_column(values: np.ndarray) -> pa.Array:
+    """An object column of a few distinct strings as arrow text; factorizing first is ~3x
+    cheaper than converting each Python string."""
+    codes, uniques = pd.factorize(values)
+    return pa.DictionaryArray.from_arrays(codes, pa.array(uniques, pa.string())).cast(pa.string())
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def rejected_table(chunk: Chunk, rows: np.ndarray, reasons: np.ndarray, schema: pa.Schema):
+    """The original values of `rows` of the chunk, typed as `schema`, with source and reason."""
+    original = chunk.table.take(pa.array(rows))
+    columns = [
+        pa.array(np.full(len(rows), chunk.source, object), pa.string()),
+        pa.array(rows + chunk.first_row, pa.int64()),
+    ]
+    for field in schema:
+        if not field.metadata:
+            continue
+        name = field.metadata[b"input"].decode()
+        if name in original.column_names:
+            columns.append(_as_type(original.column(name), field.type))
+        else:
+            columns.append(pa.nulls(len(rows), field.type))
+    columns.append(pa.array(reasons, pa.string()))
+    return pa.table(columns, schema=schema)
+
+
+def score_chunk(run: RunInfo, chunk: Chunk, scored_at: datetime | None = None) -> ScoredChunk:
+    """Validate, build features and score one chunk exactly as the service does."""
+    checked = validate_frame(chunk.frame, run.as_of)
+    features = matrix_from_frame(checked)
+    scores = run.predictor.score(features)
+    valid = checked.valid
+    n = len(scores)
+    if n:
+        ids = chunk.table.column(ID_COLUMN)
+        ids = ids if n == chunk.table.num_rows else ids.filter(pa.array(valid))
+    else:
+        ids = pa.chunked_array([], TEXT)
+    when = scored_at or datetime.now(UTC)
+    predictions = pa.table(
+        [
+            ids.cast(TEXT),
+            pa.array(scores.prediction, pa.int64()),
+            pa.array(scores.churn_probability, pa.float64()),
+            pa.array(scores.probability, pa.float64()),
+            _text_column(scores.confidence_level),
+            pa.repeat(pa.scalar(run.predictor.tag, pa.string()), n),
+            pa.repeat(pa.scalar(run.as_of, pa.date32()), n),
+            pa.repeat(pa.scalar(when, PREDICTION_SCHEMA.field(SCORED_AT_COLUMN).type), n),
+        ],
+        schema=PREDICTION_SCHEMA,
+    )
+    bad = np.flatnonzero(~valid)
+    reasons = checked.errors[bad]
+    rejected = rejected_table(chunk, bad, reasons, run.rejects_schema)
+    return ScoredChunk(predictions, rejected, features, scores, reasons)
