@@ -61,6 +61,8 @@ def score_partition(
 def _client(scheduler: str | None) -> Any:
     from distributed import Client, LocalCluster
 
+    # Cluster start-up and shutdown chatter is not the run's progress.
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     if scheduler:
         return Client(scheduler), None
     cluster = LocalCluster(
