@@ -1,0 +1,83 @@
+"""The service's Prometheus metrics on /metrics, summed over the two workers of `production`."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from tests.service.conftest import AUTH, customer, metric
+
+N = 60
+
+
+def test_prediction_counts_are_merged_across_workers(production, model_tag):
+    def total() -> float:
+        return sum(
+            metric(production.url, "churn_predictions_total", model_version=model_tag, prediction=c)
+            for c in "01"
+        )
+
+    before = total()
+    count_before = metric(production.url, "churn_probability_count", model_version=model_tag)
+
+    def one(i: int) -> int:
+        resp = httpx.post(f"{production.url}/predict", json=customer(5000 + i), headers=AUTH)
+        return resp.status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        assert set(pool.map(one, range(N))) == {200}
+    # Each read is answered by whichever worker accepts it; every one must see all N.
+    for _ in range(6):
+        assert total() == before + N
+    after = metric(production.url, "churn_probability_count", model_version=model_tag)
+    assert after == count_before + N
+
+
+def test_validation_failures_are_counted_by_field(authed, production):
+    def failures(endpoint: str, field: str) -> float:
+        return metric(
+            production.url, "churn_validation_failures_total", endpoint=endpoint, field=field
+        )
+
+    age, other = failures("predict", "age"), failures("predict", "other")
+    batch_income = failures("batch", "income")
+    bad_age = {**customer(1), "features": {**customer(1)["features"], "age": -4}}
+    assert authed.post("/predict", json=bad_age).status_code == 400
+    assert authed.post("/predict", json={**customer(1), "made_up_name": 1}).status_code == 400
+    bad_income = {**customer(2), "features": {**customer(2)["features"], "income": "lots"}}
+    assert authed.post("/predict/batch", json={"requests": [bad_income]}).status_code == 200
+    assert failures("predict", "age") == age + 1
+    assert failures("predict", "other") == other + 1
+    assert failures("batch", "income") == batch_income + 1
+
+
+def test_batch_sizes_are_observed(authed, production):
+    count = metric(production.url, "churn_batch_size_count", endpoint="batch")
+    total = metric(production.url, "churn_batch_size_sum", endpoint="batch")
+    assert authed.post("/predict/batch", json={"requests": [customer(1)] * 7}).status_code == 200
+    assert metric(production.url, "churn_batch_size_count", endpoint="batch") == count + 1
+    assert metric(production.url, "churn_batch_size_sum", endpoint="batch") == total + 7
+
+
+def test_cache_results_are_counted(authed, production):
+    hits = metric(production.url, "churn_cache_lookups_total", result="hit")
+    misses = metric(production.url, "churn_cache_lookups_total", result="miss")
+    for _ in range(3):
+        authed.post("/predict", json=customer(6001))
+    assert metric(production.url, "churn_cache_lookups_total", result="miss") == misses + 1
+    assert metric(production.url, "churn_cache_lookups_total", result="hit") == hits + 2
+
+
+def test_every_metric_is_documented_in_the_readme():
+    from pathlib import Path
+
+    from serving import metrics
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    names = [
+        m._name
+        for m in vars(metrics).values()
+        if hasattr(m, "_name") and hasattr(m, "_documentation")
+    ]
+    assert names
+    for name in names:
+        assert f"`{name}" in readme, name
