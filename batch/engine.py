@@ -23,7 +23,7 @@ from .reader import Chunk, Source
 from .report import Stats, drift_edges
 from .scoring import RunInfo, ScoredChunk, prediction_writer, score_chunk
 
-DEFAULT_CHUNK_ROWS = 256 * 1024
+DEFAULT_CHUNK_ROWS = 64 * 1024
 DUPLICATES_DIR = "_duplicates"
 T = TypeVar("T")
 _END = object()

@@ -84,6 +84,15 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
+def _use_returning_memory_pool() -> None:
+    # pyarrow's default mimalloc pool keeps the buffers of finished chunks mapped; jemalloc (or
+    # the system allocator) gives them back, which kept peak RSS ~60 MB lower in the benchmark.
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+    except NotImplementedError:
+        pa.set_memory_pool(pa.system_memory_pool())
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """One run; returns the report. Raises on bad input, bad usage or failure."""
     if args.chunk_rows < 1:
@@ -137,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    _use_returning_memory_pool()
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         report = run(args)
