@@ -19,12 +19,13 @@ def test_prediction_counts_are_merged_across_workers(production, model_tag):
     before = total()
     count_before = metric(production.url, "churn_probability_count", model_version=model_tag)
 
-    def one(i: int) -> int:
-        resp = httpx.post(f"{production.url}/predict", json=customer(5000 + i), headers=AUTH)
-        return resp.status_code
+    with httpx.Client(base_url=production.url, headers=AUTH, timeout=30) as http:
 
-    with ThreadPoolExecutor(16) as pool:
-        assert set(pool.map(one, range(N))) == {200}
+        def one(i: int) -> int:
+            return http.post("/predict", json=customer(5000 + i)).status_code
+
+        with ThreadPoolExecutor(16) as pool:
+            assert set(pool.map(one, range(N))) == {200}
     # Each read is answered by whichever worker accepts it; every one must see all N.
     for _ in range(6):
         assert total() == before + N

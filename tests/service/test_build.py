@@ -1,0 +1,64 @@
+"""`bentoml build` pins the model version it was given, and the generated Dockerfile lints clean.
+
+Runs in the two-version store with CHURN_MODEL_TAG naming the older version, so the pin is
+shown to be the tag asked for, not whatever is latest.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support import ROOT
+
+
+@pytest.fixture(scope="module")
+def built(two_versions) -> tuple[str, dict]:
+    env = {**os.environ, "BENTOML_HOME": two_versions.home, "CHURN_MODEL_TAG": two_versions.tags[0]}
+    out = subprocess.run(
+        [sys.executable, "-m", "bentoml", "build", "--output", "tag"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    tag = out.strip().splitlines()[-1].removeprefix("__tag__:")
+    name, version = tag.split(":")
+    bento_yaml = Path(two_versions.home) / "bentos" / name / version / "bento.yaml"
+    return tag, yaml.safe_load(bento_yaml.read_text())
+
+
+def test_the_bento_pins_the_requested_model_version(built, two_versions):
+    _, info = built
+    (service,) = info["services"]
+    assert info["service"] == "service:ChurnService"
+    assert [m["tag"] for m in service["models"]] == [two_versions.tags[0]]
+    assert service["config"]["traffic"]["timeout"] == 30
+
+
+def test_the_generated_dockerfile_lints_without_errors(built, two_versions, tmp_path):
+    tag, _ = built
+    dockerfile = tmp_path / "Dockerfile"
+    code = (
+        "import bentoml, sys;"
+        "bentoml.container.get_containerfile(sys.argv[1], output_path=sys.argv[2])"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code, tag, str(dockerfile)],
+        env={**os.environ, "BENTOML_HOME": two_versions.home},
+        check=True,
+    )
+    text = dockerfile.read_text()
+    assert "FROM python:3.11-slim" in text
+    hadolint = Path(sys.executable).parent / "hadolint"
+    lint = subprocess.run(
+        [str(hadolint), "--failure-threshold", "error", str(dockerfile)],
+        capture_output=True,
+        text=True,
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    assert " error:" not in lint.stdout
