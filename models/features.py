@@ -19,7 +19,10 @@ def feature_matrix(
     days_since_purchase: np.ndarray,
 ) -> np.ndarray:
     """The (n, 4) float64 matrix the scaler and model were fitted on (order: `FEATURES`)."""
-    return np.column_stack([age, income, purchase_history, days_since_purchase]).astype(np.float64)
+    matrix = np.empty((len(age), 4), np.float64)
+    for j, column in enumerate((age, income, purchase_history, days_since_purchase)):
+        matrix[:, j] = column
+    return matrix
 
 
 def days_since_purchase(last_purchase: date, as_of: date) -> int:
