@@ -49,12 +49,14 @@ def make_baseline() -> FastAPI:
     stored = bentoml.models.get(os.environ.get("CHURN_MODEL_TAG", DEFAULT_MODEL_TAG))
     model = joblib.load(stored.path_of(MODEL_FILE))
     scaler = joblib.load(stored.path_of(SCALER_FILE))
+    fixed_day = os.environ.get("CHURN_AS_OF")
     api = FastAPI()
 
     @api.post("/predict")
     def predict(customer: Customer) -> Answer:
         f = customer.features
-        days = (datetime.now(UTC).date() - f.last_purchase_date).days
+        as_of = date.fromisoformat(fixed_day) if fixed_day else datetime.now(UTC).date()
+        days = (as_of - f.last_purchase_date).days
         row = scaler.transform(np.array([[f.age, f.income, f.purchase_history, days]]))
         label = int(model.predict(row)[0])
         proba = model.predict_proba(row)[0]

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 @dataclass
 class Tally:
+    sent: int = 0  # every completed request, warm-up included
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
@@ -67,6 +68,7 @@ async def client_loop(host: str, port: int, request: bytes, tally: Tally, stop: 
                 _, conn = await loop.create_connection(Connection, host, port)
             started = time.perf_counter()
             status = await asyncio.wait_for(conn.roundtrip(request), 30)
+            tally.sent += 1
         except (OSError, TimeoutError, ConnectionError):
             conn = None
             if tally.recording:
@@ -112,6 +114,7 @@ def summarize(tally: Tally, elapsed: float) -> dict:
 
     ok = sum(n for status, n in tally.statuses.items() if status == 200)
     return {
+        "sent": tally.sent,
         "requests": len(lat),
         "req_per_s": ok / elapsed,
         "p50_ms": pct(0.50),

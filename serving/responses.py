@@ -1,5 +1,6 @@
 """Building the served responses from validated requests and their scores."""
 
+import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -14,6 +15,12 @@ from models.schema import BatchRequest, ItemError, PredictRequest
 from serving.schema import ServedBatchResponse, ServedPrediction
 
 
+def new_request_ids(n: int) -> list[str]:
+    """n random (version 4) UUIDs from one read of the OS's random source, not n reads."""
+    pool = os.urandom(16 * n)
+    return [str(uuid.UUID(bytes=pool[16 * i : 16 * i + 16], version=4)) for i in range(n)]
+
+
 def prediction(
     request: PredictRequest,
     scores: Scores,
@@ -21,12 +28,13 @@ def prediction(
     cached: bool,
     model_version: str,
     started: float,
+    request_id: str | None = None,
 ) -> ServedPrediction:
     return ServedPrediction(
         customer_id=request.customer_id,
         **scores.row(i),
         model_version=model_version,
-        request_id=request.request_id or str(uuid.uuid4()),
+        request_id=request.request_id or request_id or str(uuid.uuid4()),
         processing_time=time.perf_counter() - started,
         timestamp=datetime.now(UTC),
         features_used=list(FEATURES),
@@ -43,10 +51,11 @@ def batch_response(
     model_version: str,
     started: float,
 ) -> ServedBatchResponse:
+    ids = new_request_ids(len(valid))
     return ServedBatchResponse(
         batch_id=batch.batch_id or str(uuid.uuid4()),
         predictions=[
-            prediction(r, scores, i, bool(cached[i]), model_version, started)
+            prediction(r, scores, i, bool(cached[i]), model_version, started, ids[i])
             for i, (_, r) in enumerate(valid)
         ],
         errors=[

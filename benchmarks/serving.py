@@ -1,0 +1,208 @@
+"""Serving benchmark: /predict of the BentoML service against a hand-written FastAPI server and
+a bare Starlette ceiling, plus /predict/batch customers/s.
+
+    python -m benchmarks.serving            # or: make bench-serving
+
+Trains a model into a private BentoML home, then starts each server alone on loopback, drives
+it from a separate load-generator process (64 keep-alive clients, warm-up, fixed duration) and
+stops it; the servers take turns for `--rounds` rounds and the medians are reported, so noise
+on this shared machine hits every server alike. Servers (one worker each):
+
+  service   `bentoml serve service:ChurnService` (the default design)
+  batched   `bentoml serve service:BatchedChurnService` (/predict through adaptive batching)
+  baseline  FastAPI + uvicorn, `def` endpoint, predict + predict_proba per request
+  ceiling   bare Starlette: parse the JSON, return a constant
+and the service with its access log on, the baseline with its access log off.
+
+Besides req/s, p50, p99 and errors it reports the server's CPU time per request (all its
+processes): on a shared machine the req/s of a run moves with whatever else is running, the
+CPU cost of a request much less.
+"""
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from benchmarks.serving_servers import SERVERS, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+AS_OF = "2026-06-30"
+
+
+def customer(i: int) -> dict:
+    return {
+        "customer_id": f"c-{i}",
+        "features": {
+            "age": 20 + i % 60,
+            "income": 20_000 + 37 * i,
+            "purchase_history": i % 30,
+            "last_purchase_date": "2026-05-01",
+        },
+    }
+
+
+def start(name: str, env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    command, extra_env = SERVERS[name]
+    proc = subprocess.Popen(
+        command(port),
+        cwd=ROOT,
+        env={**env, **extra_env},
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited; see {log}")
+        try:
+            if httpx.post(f"{url}/predict", json=customer(0), timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    stop(proc)
+    raise TimeoutError(f"{name} did not answer /predict; see {log}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
+    """User + system CPU time used so far by a server and all its processes."""
+    root = psutil.Process(proc.pid)
+    total = 0.0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            times = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def load(
+    proc: subprocess.Popen[bytes], url: str, body: Path, args: argparse.Namespace, clients: int
+) -> dict:
+    """Drive the server; also its CPU ms per request, which noise from other programs on the
+    machine inflates far less than it deflates req/s."""
+    cmd = [sys.executable, "-m", "benchmarks.serving_load", url, str(body)]
+    cmd += ["--concurrency", str(clients), "--warmup", str(args.warmup)]
+    cmd += ["--duration", str(args.duration)]
+    cpu_before = cpu_seconds(proc)
+    out = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    result = json.loads(out)
+    result["cpu_ms"] = 1000 * (cpu_seconds(proc) - cpu_before) / max(result["sent"], 1)
+    return result
+
+
+def median(results: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in results)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--targets",
+        default="service,batched,service-accesslog,baseline,baseline-nolog,ceiling",
+        help=f"comma-separated, from: {', '.join(SERVERS)}",
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--batch-sizes", default="100,1000")
+    parser.add_argument("--batch-concurrency", type=int, default=4)
+    args = parser.parse_args(argv)
+    targets = args.targets.split(",")
+    work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(work / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "True",
+        "CHURN_AS_OF": AS_OF,
+    }
+    print(f"work dir {work}; training the model ...", flush=True)
+    train = [sys.executable, "-m", "models.train", "--classifier", "logistic_regression"]
+    subprocess.run(train, cwd=ROOT, env=env, check=True, capture_output=True)
+    single = work / "single.json"
+    single.write_text(json.dumps(customer(1)))
+
+    results: dict[str, list[dict]] = {t: [] for t in targets}
+    for round_no in range(1, args.rounds + 1):
+        for name in targets:
+            proc, url = start(name, env, work / f"{name}.log")
+            try:
+                result = load(proc, f"{url}/predict", single, args, args.concurrency)
+            finally:
+                stop(proc)
+            results[name].append(result)
+            print(
+                f"round {round_no} {name:<13} {result['req_per_s']:6.0f} req/s"
+                f"  p50 {result['p50_ms']:6.1f} ms  p99 {result['p99_ms']:6.1f} ms"
+                f"  errors {result['errors']}  server CPU {result['cpu_ms']:.2f} ms/request",
+                flush=True,
+            )
+
+    print(f"\n/predict, {args.concurrency} clients, median of {args.rounds} rounds")
+    print(f"{'server':<14}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'CPU ms/req':>12}")
+    keys = ("req_per_s", "p50_ms", "p99_ms", "cpu_ms")
+    med = {t: {k: median(results[t], k) for k in keys} for t in targets}
+    for name in targets:
+        errors = sum(r["errors"] for r in results[name])
+        m = med[name]
+        print(
+            f"{name:<14}{m['req_per_s']:8.0f}{m['p50_ms']:9.1f}{m['p99_ms']:9.1f}{errors:8d}"
+            f"{m['cpu_ms']:12.2f}"
+        )
+    pairs = [("service", "baseline"), ("service", "baseline-nolog"), ("batched", "service")]
+    pairs += [("service-accesslog", "service"), ("baseline-nolog", "baseline")]
+    pairs += [("service", "ceiling"), ("baseline", "ceiling")]
+    print()
+    for a, b in pairs:
+        if a in med and b in med:
+            print(
+                f"{a} / {b}: throughput {med[a]['req_per_s'] / med[b]['req_per_s']:.2f}x,"
+                f" p99 {med[a]['p99_ms'] / med[b]['p99_ms']:.2f}x,"
+                f" CPU per request {med[a]['cpu_ms'] / med[b]['cpu_ms']:.2f}x"
+            )
+
+    sizes = [int(n) for n in args.batch_sizes.split(",") if n]
+    if sizes:
+        print(f"\n/predict/batch, {args.batch_concurrency} clients")
+        proc, url = start("service", env, work / "service-batch.log")
+        try:
+            for n in sizes:
+                body = work / f"batch-{n}.json"
+                body.write_text(json.dumps({"requests": [customer(i) for i in range(n)]}))
+                r = load(proc, f"{url}/predict/batch", body, args, args.batch_concurrency)
+                print(
+                    f"{n:>5} per request: {r['req_per_s'] * n:9.0f} customers/s"
+                    f"  p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms  errors {r['errors']}"
+                    f"  server CPU {1000 * r['cpu_ms'] / n:.1f} us/customer"
+                )
+        finally:
+            stop(proc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""The command line and extra environment of each server the serving benchmark can start
+(one worker each, loopback). The `-accesslog` / `-nolog` variants switch the per-request access
+log on (the service has it off) or off (uvicorn has it on), to show what it costs each side."""
+
+import socket
+import sys
+from collections.abc import Callable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+Command = Callable[[int], list[str]]
+
+
+def bentoml(target: str, config: str = "") -> tuple[Command, dict[str, str]]:
+    def command(port: int) -> list[str]:
+        return [
+            *(sys.executable, "-m", "bentoml", "serve", target),
+            *("--host", "127.0.0.1", "--port", str(port)),
+        ]
+
+    return command, {"BENTOML_CONFIG_OPTIONS": config} if config else {}
+
+
+def uvicorn(factory: str, *options: str) -> tuple[Command, dict[str, str]]:
+    def command(port: int) -> list[str]:
+        return [
+            *(sys.executable, "-m", "uvicorn", factory, "--factory"),
+            *("--host", "127.0.0.1", "--port", str(port), *options),
+        ]
+
+    return command, {}
+
+
+SERVERS: dict[str, tuple[Command, dict[str, str]]] = {
+    "service": bentoml("service:ChurnService"),
+    "service-accesslog": bentoml(
+        "service:ChurnService", "services.churn_service.logging.access.enabled=true"
+    ),
+    "batched": bentoml("service:BatchedChurnService"),
+    # uvicorn's defaults, access log included, as a hand-written service runs.
+    "baseline": uvicorn("benchmarks.serving_baseline:make_baseline"),
+    "baseline-nolog": uvicorn("benchmarks.serving_baseline:make_baseline", "--no-access-log"),
+    "ceiling": uvicorn(
+        "benchmarks.serving_baseline:make_ceiling", "--no-access-log", "--log-level", "warning"
+    ),
+}
