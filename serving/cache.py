@@ -54,6 +54,17 @@ def cache_keys(model_version: str, as_of: date, matrix: np.ndarray) -> list[str]
     return keys
 
 
+def _probability(value: str | None) -> float | None:
+    """A stored P(churn); anything else under our key (not ours to trust) is a miss."""
+    if value is None:
+        return None
+    try:
+        p = float(value)
+    except ValueError:
+        return None
+    return p if 0.0 <= p <= 1.0 else None
+
+
 class PredictionCache:
     def __init__(self, url: str, ttl_seconds: int, timeout: float, retry_seconds: float) -> None:
         self.ttl_seconds = ttl_seconds
@@ -88,7 +99,7 @@ class PredictionCache:
         if self._failing:
             self._failing = False
             logger.warning("Redis answers again; the prediction cache is back on")
-        found = [None if v is None else float(v) for v in values]
+        found = [_probability(v) for v in values]
         hits = sum(v is not None for v in found)
         metrics.record_cache_lookups(hits, len(keys) - hits, 0)
         return found
