@@ -157,3 +157,15 @@ def test_cache_is_reported_by_health(production):
     body = httpx.get(f"{production.url}/health", timeout=10).json()
     assert body["cache"] == "ok"
     assert body["status"] == "ok"
+
+
+def test_a_foreign_value_under_a_key_is_a_miss(authed: httpx.Client, db: redis.Redis):
+    body = customer(9001)
+    before = set(db.scan_iter(f"{KEY_PREFIX}*"))
+    first = authed.post("/predict", json=body).json()
+    (key,) = set(db.scan_iter(f"{KEY_PREFIX}*")) - before
+    db.set(key, "not a probability")
+    resp = authed.post("/predict", json=body)
+    assert resp.status_code == 200
+    assert resp.json()["cached"] is False
+    assert resp.json()["churn_probability"] == first["churn_probability"]
