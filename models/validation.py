@@ -8,9 +8,12 @@ DataFrame endpoint and the batch script.
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import ValidationError
 
 from models.contract import (
@@ -132,6 +135,10 @@ def _is_instance(col: pd.Series, types: tuple[type, ...]) -> np.ndarray:
 
 def _numeric_column(col: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(values, null mask, wrong-type mask) of a column that should hold numbers."""
+    if pd.api.types.is_float_dtype(col) and not pd.api.types.is_extension_array_dtype(col):
+        # NaN is the missing value of a NumPy float column: no masked copy, no `isna` pass.
+        values = col.to_numpy(np.float64)
+        return values, np.isnan(values), np.zeros(len(col), bool)
     null = col.isna().to_numpy(bool)
     if pd.api.types.is_bool_dtype(col):
         return np.full(len(col), np.nan), null, ~null
@@ -148,11 +155,26 @@ _DATE_CODES = (None, "null", "wrong_type", "bad_date")
 _DATE_NULL = _DATE_CODES.index("null")
 
 
+@lru_cache(maxsize=1 << 14)
+def _date_text_outcome(value: str) -> tuple[int, int]:
+    """(ordinal, index into `_DATE_CODES`) of one date string; cached because the chunks of a
+    batch run repeat the same few hundred dates."""
+    return _date_outcome(value)
+
+
+def _date_outcome(value: object) -> tuple[int, int]:
+    try:
+        return parse_purchase_date(value).toordinal(), 0
+    except DateFieldError as exc:
+        return -1, _DATE_CODES.index(exc.code)
+
+
 def _date_ordinals(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """(proleptic ordinal day or -1, index into `_DATE_CODES`) per row.
 
     Strings are parsed once per distinct value with the same parser the per-record path uses,
-    so a date means the same thing on every path; a day's file has few distinct dates.
+    so a date means the same thing on every path; a day's file has few distinct dates. A
+    categorical column (a dictionary-encoded one read by the batch script) has them already.
     """
     ordinals = np.full(len(col), -1, np.int64)
     codes = np.zeros(len(col), np.int8)
@@ -163,16 +185,31 @@ def _date_ordinals(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         ordinals[~null] = days[~null] + date(1970, 1, 1).toordinal()
         codes[null] = _DATE_NULL
         return ordinals, codes
-    row_codes, uniques = pd.factorize(col, use_na_sentinel=True)
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        row_codes, uniques = col.cat.codes.to_numpy(), col.cat.categories  # -1 where missing
+    else:
+        row_codes, uniques = pd.factorize(col, use_na_sentinel=True)
     table_ord = np.full(len(uniques) + 1, -1, np.int64)
     table_code = np.full(len(uniques) + 1, _DATE_NULL, np.int8)  # last slot: the NA sentinel
-    for i, value in enumerate(uniques):
-        try:
-            table_ord[i] = parse_purchase_date(value).toordinal()
-            table_code[i] = 0
-        except DateFieldError as exc:
-            table_code[i] = _DATE_CODES.index(exc.code)
+    for i, value in enumerate(uniques.tolist()):  # Python objects: iterating arrow is slower
+        outcome = _date_text_outcome(value) if type(value) is str else _date_outcome(value)
+        table_ord[i], table_code[i] = outcome
     return table_ord[row_codes], table_code[row_codes]
+
+
+def _text_lengths(col: pd.Series) -> np.ndarray:
+    """Characters per value of a text-dtype column, exact wherever the 1..MAX rule could fail
+    (0 for missing values, which have failed already).
+
+    Counted in UTF-8 bytes first (the offsets, no decoding): 1..MAX bytes is 1..MAX characters,
+    so only the rare longer values are decoded and counted in characters.
+    """
+    text = pa.array(col)
+    lengths = pc.fill_null(pc.binary_length(text), 0).to_numpy().astype(np.int64)
+    long = lengths > CUSTOMER_ID_MAX_LENGTH
+    if long.any():
+        lengths[long] = pc.utf8_length(pc.filter(text, pa.array(long))).to_numpy()
+    return lengths
 
 
 def validate_frame(frame: pd.DataFrame, as_of: date) -> ValidatedFrame:
@@ -209,8 +246,7 @@ def validate_frame(frame: pd.DataFrame, as_of: date) -> ValidatedFrame:
             reject(field, null, "null")
             reject(field, ~is_str, "wrong_type")
             if text_dtype:
-                # Null rows already failed; NaN lengths fail no comparison. Skips a masked copy.
-                lengths = col.str.len().to_numpy(np.float64, na_value=np.nan)
+                lengths = _text_lengths(col)
             else:
                 lengths = col.where(is_str & ~null, "x").astype(str).str.len().to_numpy()
             reject(field, (lengths < 1) | (lengths > CUSTOMER_ID_MAX_LENGTH), "out_of_range")
