@@ -50,9 +50,9 @@ def score_partition(
     with prediction_writer(Path(staging, PREDICTIONS_FILE, name)) as writer:
         writer.write_table(scored.predictions)
     pq.write_table(scored.rejected, Path(staging, REJECTED_FILE, name))
-    DuplicateCounter(Path(staging, DUPLICATES_DIR)).add(
-        scored.predictions.column(ID_COLUMN), part=f"{file_index}-{number}"
-    )
+    dupes = DuplicateCounter(Path(staging, DUPLICATES_DIR), part=f"{file_index}-{number}")
+    dupes.add(scored.predictions.column(ID_COLUMN))
+    dupes.flush()
     stats = Stats()
     stats.update(source, scored, drift_edges(run.predictor.metadata))
     return pd.DataFrame({STATS_COLUMN: [json.dumps(stats.to_dict())]})

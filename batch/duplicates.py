@@ -1,12 +1,14 @@
 """Exact duplicate customer ids in bounded memory: 64-bit hashes of the scored ids are spilled to
 bucket files by their top bits, then each bucket is sorted and counted on its own.
 
-Memory is one chunk's hashes plus one bucket (1/64 of 8 bytes per row); two different ids
-sharing a 64-bit hash (odds about n²/2⁶⁵, 1e-6 at five million rows) would count as one.
+Memory is up to `SPILL_ROWS` pending hashes plus one bucket (1/64 of 8 bytes per row); two
+different ids sharing a 64-bit hash (odds about n²/2⁶⁵, 1e-6 at five million rows) would count
+as one.
 No listed package hashes arrow strings without making a Python object per value, hence numpy.
 """
 
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +16,9 @@ import numpy as np
 import pyarrow as pa
 
 BUCKET_BITS = 6
+# Hashes are spilled in batches this big: appending to 64 files for every chunk cost more than
+# hashing the ids.
+SPILL_ROWS = 1 << 19
 _PRIME = np.uint64(0x100000001B3)
 _MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
@@ -58,6 +63,17 @@ def hash_strings(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return h
 
 
+def _repeats(files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """The hashes that occur more than once in one bucket's files, and how often."""
+    hashes = np.concatenate([np.fromfile(f, np.uint64) for f in files])
+    hashes.sort()
+    if not (hashes[1:] == hashes[:-1]).any():  # the usual case: no repeats, no unique pass
+        return hashes[:0], np.zeros(0, np.int64)
+    values, counts = np.unique(hashes, return_counts=True)
+    many = counts > 1
+    return values[many], counts[many]
+
+
 @dataclass
 class Duplicates:
     """Rows whose id was seen before, how many ids repeat, and the most repeated ones."""
@@ -68,38 +84,54 @@ class Duplicates:
 
 
 class DuplicateCounter:
-    """Spills the hashes of every scored id under `workdir`, then counts repeats."""
+    """Spills the hashes of every scored id under `workdir`, then counts repeats. `part` names
+    this writer's files, keeping concurrent writers (Dask tasks) apart."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
+    def __init__(self, workdir: Path, part: str = "0") -> None:
+        self.workdir, self.part = workdir, part
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._bounds = np.arange(1, 1 << BUCKET_BITS, dtype=np.uint64) << np.uint64(
-            64 - BUCKET_BITS
-        )
+        self._pending: list[np.ndarray] = []
+        self._pending_rows = 0
 
-    def add(self, ids: pa.Array | pa.ChunkedArray, part: str = "0") -> None:
-        """Spill a chunk's id hashes; `part` keeps concurrent writers (Dask tasks) apart."""
-        hashes = np.sort(hash_strings(ids))
-        cuts = np.searchsorted(hashes, self._bounds)
-        for bucket, piece in enumerate(np.split(hashes, cuts)):
+    def add(self, ids: pa.Array | pa.ChunkedArray) -> None:
+        self.add_hashes(hash_strings(ids))
+
+    def add_hashes(self, hashes: np.ndarray) -> None:
+        """Queue `hash_strings` of a chunk's ids (computed wherever is convenient)."""
+        self._pending.append(hashes)
+        self._pending_rows += len(hashes)
+        if self._pending_rows >= SPILL_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Append the pending hashes to their bucket files."""
+        if not self._pending:
+            return
+        hashes = np.concatenate(self._pending)
+        self._pending, self._pending_rows = [], 0
+        buckets = (hashes >> np.uint64(64 - BUCKET_BITS)).astype(np.uint8)
+        # A stable sort of one-byte keys is a radix sort: linear, unlike sorting the hashes.
+        hashes = hashes[np.argsort(buckets, kind="stable")]
+        sizes = np.bincount(buckets, minlength=1 << BUCKET_BITS)
+        for bucket, piece in enumerate(np.split(hashes, np.cumsum(sizes)[:-1])):
             if len(piece):
-                with (self.workdir / f"{bucket:02d}-{part}.u64").open("ab") as out:
+                with (self.workdir / f"{bucket:02d}-{self.part}.u64").open("ab") as out:
                     out.write(piece.tobytes())
 
     def count(self, scored_ids: Iterable[pa.Array], top: int = 10) -> Duplicates:
-        """Repeats per bucket; the ids behind the most repeated hashes come from a second pass
-        over `scored_ids` (only run when there are repeats)."""
+        """Repeats per bucket (two buckets at a time: sorting releases the GIL); the ids behind
+        the most repeated hashes come from a second pass over `scored_ids` (only run when there
+        are repeats). Counts every writer's files."""
+        self.flush()
+        files: dict[str, list[Path]] = {}
+        for path in sorted(self.workdir.glob("*.u64")):
+            files.setdefault(path.name.split("-", 1)[0], []).append(path)
         result, repeated = Duplicates(), []
-        for bucket in range(1 << BUCKET_BITS):
-            files = sorted(self.workdir.glob(f"{bucket:02d}-*.u64"))
-            if not files:
-                continue
-            hashes = np.sort(np.concatenate([np.fromfile(f, np.uint64) for f in files]))
-            values, counts = np.unique(hashes, return_counts=True)
-            many = counts > 1
-            result.duplicate_rows += int((counts[many] - 1).sum())
-            result.duplicated_ids += int(many.sum())
-            repeated.extend(zip(counts[many].tolist(), values[many].tolist(), strict=True))
+        with ThreadPoolExecutor(2, thread_name_prefix="batch-count") as pool:
+            for values, counts in pool.map(_repeats, files.values()):
+                result.duplicate_rows += int((counts - 1).sum())
+                result.duplicated_ids += len(counts)
+                repeated.extend(zip(counts.tolist(), values.tolist(), strict=True))
         if repeated:
             most = sorted(repeated, key=lambda cv: -cv[0])[:top]
             result.examples = self._names(scored_ids, {h: c for c, h in most})

@@ -8,12 +8,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import pyarrow.compute as pc
 
 from models.contract import FEATURES
 
 from .duplicates import Duplicates
-from .scoring import ScoredChunk
+from .scoring import CONFIDENCE_LEVELS, ScoredChunk
 
 HISTOGRAM_BINS = 20
 PSI_MODERATE, PSI_SIGNIFICANT = 0.1, 0.25
@@ -58,10 +57,9 @@ class Stats:
         self.churned += int(s.prediction.sum())
         self.churn_probability_sum += float(s.churn_probability.sum())
         self.confidence_sum += float(s.probability.sum())
-        levels = pc.value_counts(scored.predictions.column("confidence_level")).to_pylist()
-        for item in levels:
-            key = item["values"]
-            self.confidence_levels[key] = self.confidence_levels.get(key, 0) + item["counts"]
+        for code, key in enumerate(CONFIDENCE_LEVELS):
+            if count := int(np.count_nonzero(scored.levels == code)):
+                self.confidence_levels[key] = self.confidence_levels.get(key, 0) + count
         bins = np.minimum(
             (s.churn_probability * HISTOGRAM_BINS).astype(np.int64), HISTOGRAM_BINS - 1
         )
@@ -70,10 +68,7 @@ class Stats:
             col = np.ascontiguousarray(scored.features[:, j])
             self.feature_sums[name] += float(col.sum())
             if name in edges:
-                counts = np.bincount(
-                    np.searchsorted(edges[name], col, side="right"),
-                    minlength=len(edges[name]) + 1,
-                )
+                counts = bin_counts(col, edges[name])
                 self.drift_bins[name] = _add_lists(self.drift_bins.get(name), counts.tolist())
 
     def _add(self, name: str, counts: np.ndarray) -> None:
@@ -105,6 +100,16 @@ class Stats:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Stats":
         return cls(**data)
+
+
+def bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """How many values fall in each bin of the sorted inner `edges` (a value equal to an edge
+    counts in the bin above it), as `np.bincount(np.searchsorted(edges, values, "right"))`.
+
+    One comparison pass per edge: a profile has ~10 edges, and these passes cost a tenth of a
+    binary search per value."""
+    below = [np.count_nonzero(values < edge) for edge in edges.tolist()]
+    return np.diff(np.array([0, *below, len(values)], np.int64))
 
 
 def _add_lists(a: list[int] | None, b: list[int]) -> list[int]:

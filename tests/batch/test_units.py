@@ -7,8 +7,10 @@ import pytest
 from batch.duplicates import DuplicateCounter, hash_strings
 from batch.output import OutputExistsError, staged_output
 from batch.reader import InputError, resolve_inputs
-from batch.report import anomalies, drift_status, psi
-from batch.scoring import TEXT, rejects_schema
+from batch.report import anomalies, bin_counts, drift_status, psi
+from batch.scoring import CONFIDENCE_LEVELS, TEXT, confidence_codes, rejects_schema
+from models.contract import DECISION_THRESHOLD, HIGH_CONFIDENCE, MEDIUM_CONFIDENCE
+from models.predictor import scores_from_probability
 
 
 def test_inputs_resolve_files_directories_and_globs(tmp_path):
@@ -43,14 +45,34 @@ def test_id_hash_does_not_depend_on_the_other_ids_in_the_chunk():
     assert len(set(hash_strings(pa.array([f"c-{i}" for i in range(10_000)])))) == 10_000
 
 
+def test_confidence_codes_are_the_predictors_bands():
+    edges = [0.0, 1.0, DECISION_THRESHOLD, MEDIUM_CONFIDENCE, HIGH_CONFIDENCE]
+    edges += [1 - MEDIUM_CONFIDENCE, 1 - HIGH_CONFIDENCE]
+    near = [np.nextafter(e, d) for e in edges for d in (0.0, 1.0)]
+    p = np.clip(np.concatenate([edges, near, np.random.default_rng(0).random(10_000)]), 0, 1)
+    scores = scores_from_probability(p)
+    levels = np.array(CONFIDENCE_LEVELS, object)[confidence_codes(scores.probability)]
+    assert levels.tolist() == scores.confidence_level.tolist()
+
+
+def test_bin_counts_match_a_binary_search_per_value():
+    edges = np.array([-1.0, 0.0, 0.0, 2.5, 7.0])
+    values = np.concatenate([edges, np.random.default_rng(1).normal(2, 4, 5_000)])
+    expected = np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1)
+    assert bin_counts(values, edges).tolist() == expected.tolist()
+
+
 def test_duplicates_are_exact_across_adds(tmp_path):
     counter = DuplicateCounter(tmp_path / "d")
     chunks = [pa.array(["a", "b", "a"]), pa.array(["c", "a", "b", "d" * 30])]
     for chunk in chunks:
         counter.add(chunk)
-    result = counter.count(chunks)
-    assert (result.duplicate_rows, result.duplicated_ids) == (3, 2)
-    assert result.examples == {"a": 3, "b": 2}
+    other = DuplicateCounter(tmp_path / "d", part="1")  # a second writer (a Dask task)
+    other.add(pa.array(["b", "e"]))
+    other.flush()
+    result = counter.count([*chunks, pa.array(["b", "e"])])
+    assert (result.duplicate_rows, result.duplicated_ids) == (4, 2)
+    assert result.examples == {"a": 3, "b": 3}
 
 
 def test_psi_is_zero_for_the_training_distribution_and_grows_with_shift():
