@@ -1,29 +1,35 @@
-"""The local engine: one process, chunk by chunk, with reading and writing on helper threads.
+"""The local engine: one process, chunk by chunk, reading, scoring and writing on helper threads.
 
-Memory is bounded by a few chunks (one being read ahead, one being scored, up to two being
-written), whatever the input size. pyarrow releases the GIL while it decodes and encodes
-parquet, so on two cores reading and writing overlap with validation and scoring.
+A reader thread decodes the next chunk, `SCORERS` threads score chunks side by side, and a
+writer thread appends the results to the outputs in input order. pyarrow releases the GIL while
+it decodes and encodes parquet and NumPy while it loops over large arrays, so on two cores
+these overlap. Memory is bounded by the chunks in flight (one read ahead, `SCORERS` being
+scored, two being written), whatever the input size.
 """
 
 import shutil
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from models.contract import ID_COLUMN
 
-from .duplicates import DuplicateCounter, Duplicates
+from .duplicates import DuplicateCounter, Duplicates, hash_strings
 from .output import PREDICTIONS_FILE, REJECTED_FILE
 from .progress import RunProgress
 from .reader import Chunk, Source
 from .report import Stats, drift_edges
-from .scoring import RunInfo, ScoredChunk, prediction_writer, score_chunk
+from .scoring import RunInfo, prediction_writer, score_chunk
 
 DEFAULT_CHUNK_ROWS = 64 * 1024
+SCORERS = 2
 DUPLICATES_DIR = "_duplicates"
 T = TypeVar("T")
 _END = object()
@@ -50,6 +56,26 @@ def scored_ids(path: Path) -> Iterator:
             yield batch.column(0)
 
 
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What the writer needs of a scored chunk (the feature matrix and scores are dropped)."""
+
+    rows: int
+    predictions: pa.Table
+    rejected: pa.Table
+    id_hashes: np.ndarray
+    stats: Stats
+
+
+def _score(run: RunInfo, edges: dict[str, np.ndarray], chunk: Chunk) -> _Outcome:
+    """Score a chunk, hash its scored ids and take its statistics, all on a scoring thread."""
+    scored = score_chunk(run, chunk)
+    stats = Stats()
+    stats.update(chunk.source, scored, edges)
+    hashes = hash_strings(scored.predictions.column(ID_COLUMN))
+    return _Outcome(chunk.table.num_rows, scored.predictions, scored.rejected, hashes, stats)
+
+
 def run_local(
     sources: list[Source], staging: Path, run: RunInfo, progress: RunProgress, chunk_rows: int
 ) -> tuple[Stats, Duplicates]:
@@ -58,23 +84,36 @@ def run_local(
     predictions = prediction_writer(staging / PREDICTIONS_FILE)
     rejected = pq.ParquetWriter(staging / REJECTED_FILE, run.rejects_schema)
 
-    def write(source: str, scored: ScoredChunk) -> None:
-        stats.update(source, scored, edges)
-        if scored.predictions.num_rows:
-            predictions.write_table(scored.predictions)
-            dupes.add(scored.predictions.column(ID_COLUMN))
-        if scored.rejected.num_rows:
-            rejected.write_table(scored.rejected)
+    def write(done: _Outcome) -> None:
+        stats.merge(done.stats)
+        if done.predictions.num_rows:
+            predictions.write_table(done.predictions)
+            dupes.add_hashes(done.id_hashes)
+        if done.rejected.num_rows:
+            rejected.write_table(done.rejected)
 
+    scoring: deque[Future[_Outcome]] = deque()
     writes: deque[Future[None]] = deque()
+
+    def hand_over_oldest() -> None:
+        """Queue the oldest scored chunk for writing (keeps input order), at most two queued."""
+        done = scoring.popleft().result()
+        writes.append(writer.submit(write, done))
+        progress.advance(done.rows)
+        while len(writes) > 2:
+            writes.popleft().result()
+
     try:
-        with ThreadPoolExecutor(1, thread_name_prefix="batch-write") as writer:
+        with (
+            ThreadPoolExecutor(SCORERS, thread_name_prefix="batch-score") as scorers,
+            ThreadPoolExecutor(1, thread_name_prefix="batch-write") as writer,
+        ):
             for chunk in read_ahead(all_chunks(sources, chunk_rows)):
-                scored = score_chunk(run, chunk)
-                writes.append(writer.submit(write, chunk.source, scored))
-                progress.advance(chunk.table.num_rows)
-                while len(writes) > 1:
-                    writes.popleft().result()
+                scoring.append(scorers.submit(_score, run, edges, chunk))
+                if len(scoring) >= SCORERS:
+                    hand_over_oldest()
+            while scoring:
+                hand_over_oldest()
             while writes:
                 writes.popleft().result()
     finally:
