@@ -1,15 +1,17 @@
 """`python -m streaming.bridge` (`churn-stream`): customer events from Kafka, scored by the churn
 bento in micro-batches, at least once.
 
-One micro-batch at a time:
-  1. poll until `max_batch` messages, or `max_wait_ms` after the first one;
-  2. decode and validate every message (`streaming.messages`);
-  3. score all the valid ones in ONE call (`streaming.scorer`); when that fails, pause the
-     partitions, keep polling (so the group keeps this member), back off and retry;
-  4. produce a result or a dead letter per message, in offset order, and wait for every ack;
-  5. only then commit offset + 1 per partition.
-Dying anywhere before step 5 leaves the batch uncommitted, so it is redone: nothing is lost, and
-duplicates (same `source` coordinates) are limited to that one batch.
+Each micro-batch:
+  1. is collected until `max_batch` messages, or `max_wait_ms` after its first one;
+  2. has every message decoded and validated (`streaming.messages`);
+  3. has all its valid messages scored in ONE call (`streaming.scorer`), on a worker thread,
+     while the next batch is being collected; if the call fails, the partitions are paused,
+     poll() keeps the group membership, and the same messages are retried with backoff;
+  4. gets one result or dead letter per message, produced in offset order, every ack awaited;
+  5. only then has offset + 1 per partition committed.
+Batches are delivered strictly one after the other. Dying anywhere before step 5 leaves a batch
+uncommitted, so it is redone: nothing is lost, and duplicates (same `source` coordinates) are
+limited to the batches in flight.
 """
 
 import logging
@@ -18,24 +20,26 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
+from datetime import UTC, date, datetime
 from types import FrameType
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from models.predictor import load_predictor
 from streaming.clients import ensure_topics, make_consumer, make_producer
-from streaming.inflight import InFlight, Rebalance
+from streaming.inflight import Batch, InFlight, Rebalance
 from streaming.logs import configure, log
-from streaming.messages import decode, error_record, latency_seconds, result_record
-from streaming.metrics import BridgeMetrics, reason_label
-from streaming.scorer import HttpScorer, InProcessScorer, Outcome, Scorer, ScoringUnavailableError
+from streaming.messages import Message, decode, error_record, latency_seconds, result_record
+from streaming.metrics import BridgeMetrics, reason_label, refresh_lag
+from streaming.scorer import Scorer, ScoringUnavailableError, scorer_for
 from streaming.settings import StreamSettings, load_settings
 
 logger = logging.getLogger("streaming.bridge")
 IDLE_POLL_MS = 500  # also bounds how long a stop request waits while the topic is idle
+SCORING_POLL_MS = 5  # poll slices while a batch is scored, to deliver it as soon as it is
 BACKOFF_POLL_S = 0.5  # poll() at least this often while backing off
 
 
@@ -51,8 +55,7 @@ class Bridge:
         self.settings, self.consumer, self.producer = settings, consumer, producer
         self.scorer, self.metrics = scorer, metrics
         self.inflight = InFlight()
-        self._as_of = settings.effective_as_of()  # fixed while a batch is in flight
-        self._started = 0.0
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")
         self._paused = False
         self._stop = threading.Event()
         self._totals = {"consumed": 0, "produced": 0, "dead_lettered": 0, "batches": 0}
@@ -68,79 +71,95 @@ class Bridge:
         log(logger, logging.INFO, "bridge started", scorer=self.scorer.name,
             **self.settings.model_dump(include=shown))  # fmt: skip
         while not self._stop.is_set():
-            self._collect()
-            self._process()
+            self._step()
             self._report()
+        # Stop polling; finish what is in hand, in order.
+        if self.inflight.scoring is not None:
+            self._finish(self.inflight.scoring)
+        if self.inflight.collected():
+            self._submit(self.inflight.promote())
+            self._finish(self.inflight.scoring)
         log(logger, logging.INFO, "bridge stopped", **self._totals)
 
     def close(self) -> None:
         """Leave the group; a stopped bridge never commits what it has not delivered."""
         try:
+            self._worker.shutdown(wait=True)
             self.producer.close(timeout=10)
         finally:
             self.consumer.close(autocommit=False)
             self.scorer.close()
 
+    def _step(self) -> None:
+        """Move the pipeline on by one event: a batch scored, a batch ready, or new records."""
+        scoring, collecting = self.inflight.scoring, self.inflight.collecting
+        if scoring is not None and scoring.future is not None and scoring.future.done():
+            self._finish(scoring)
+            return
+        size, max_batch = self.inflight.collected(), self.settings.max_batch
+        wait_s = IDLE_POLL_MS / 1000
+        if collecting is not None:
+            wait_s = collecting.started + self.settings.max_wait_ms / 1000 - time.monotonic()
+        if scoring is None and size and (size >= max_batch or wait_s <= 0):
+            self._submit(self.inflight.promote())
+        elif scoring is not None and scoring.future is not None and size >= max_batch:
+            wait_for([scoring.future], timeout=BACKOFF_POLL_S)
+        elif scoring is not None:
+            self._poll(min(max(0.0, wait_s) * 1000, SCORING_POLL_MS))
+        else:
+            self._poll(max(0.0, wait_s) * 1000)
+
     def _poll(self, timeout_ms: float) -> None:
-        """The one place records enter: every record poll() returns joins the batch."""
-        if not len(self.inflight):
-            self._as_of = self.settings.effective_as_of()
-        room = max(1, self.settings.max_batch - len(self.inflight))
-        records = self.consumer.poll(timeout_ms=max(0, int(timeout_ms)), max_records=room)
+        """The one place records enter: every record poll() returns joins the collected batch."""
+        room = max(1, self.settings.max_batch - self.inflight.collected())
+        records = self.consumer.poll(timeout_ms=int(timeout_ms), max_records=room)
         if not records:
             return
-        if not len(self.inflight):
-            self._started = time.monotonic()
+        collecting = self.inflight.collecting
+        as_of = collecting.as_of if collecting else self.settings.effective_as_of()
         for tp, recs in records.items():
-            self.inflight.extend(decode(r, self._as_of) for r in recs)
+            self.inflight.add([decode(r, as_of, tp) for r in recs], as_of)
             self.metrics.consumed.labels(tp.topic, str(tp.partition)).inc(len(recs))
             self._totals["consumed"] += len(recs)
 
-    def _collect(self) -> None:
-        self._poll(IDLE_POLL_MS)
-        deadline = time.monotonic() + self.settings.max_wait_ms / 1000
-        while 0 < len(self.inflight) < self.settings.max_batch and not self._stop.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            self._poll(remaining * 1000)
+    def _submit(self, batch: Batch) -> None:
+        valid = [m for m in batch.messages if m.request is not None]
+        batch.future = self._worker.submit(self._score, valid, batch.as_of)
 
-    def _process(self) -> None:
-        outcomes = self._score_with_retries()
-        self._resume()
-        if outcomes is not None and len(self.inflight):
-            self._deliver(outcomes)
+    def _score(self, valid: list[Message], as_of: date) -> None:
+        """On the worker thread: one call for the whole batch; outcomes land on the messages."""
+        if not valid:
+            return
+        self.metrics.service_calls.inc()
+        started = time.monotonic()
+        outcomes = self.scorer.score(valid, as_of)
+        self.metrics.service_seconds.observe(time.monotonic() - started)
+        for msg, outcome in zip(valid, outcomes, strict=True):
+            msg.outcome = outcome
 
-    def _score_with_retries(self) -> list[Outcome] | None:
-        """Outcomes of the batch's valid messages; None when the batch is gone (all revoked, or a
-        stop requested while the scorer is down: it stays uncommitted and is redone)."""
+    def _finish(self, batch: Batch) -> None:
+        """Wait for the batch's scores, retrying while the scorer is down, then deliver it."""
         backoff = self.settings.retry_backoff_ms / 1000
-        while len(self.inflight):
-            valid = [m for m in self.inflight.messages if m.request is not None]
+        while True:
+            assert batch.future is not None
             try:
-                return self._score(valid)
+                batch.future.result()
+                break
             except ScoringUnavailableError as exc:
                 self.metrics.service_errors.labels(exc.kind).inc()
                 log(logger, logging.WARNING, "scoring failed; consumption paused, retrying",
-                    error=str(exc), retry_in_s=backoff, batch=len(self.inflight))  # fmt: skip
+                    error=str(exc), retry_in_s=backoff, batch=len(batch.messages))  # fmt: skip
             self._wait_paused(backoff)
             if self._stop.is_set():
                 dropped = self.inflight.abandon()
-                log(logger, logging.WARNING, "stopping; unscored batch left uncommitted",
-                    batch=dropped)  # fmt: skip
-                return None
+                log(logger, logging.WARNING, "stopping; unscored messages left uncommitted",
+                    messages=dropped)  # fmt: skip
+                return
             self.metrics.service_retries.inc()
             backoff = min(backoff * 2, self.settings.retry_max_backoff_ms / 1000)
-        return None
-
-    def _score(self, valid: list) -> list[Outcome]:
-        if not valid:
-            return []
-        self.metrics.service_calls.inc()
-        started = time.monotonic()
-        outcomes = self.scorer.score(valid, self._as_of)
-        self.metrics.service_seconds.observe(time.monotonic() - started)
-        return outcomes
+            self._submit(batch)  # what is left of it: a rebalance may have taken some
+        self._resume()
+        self._deliver(batch)
 
     def _wait_paused(self, seconds: float) -> None:
         """Back off without leaving the group: keep calling poll() with every partition paused."""
@@ -158,18 +177,18 @@ class Bridge:
             self._paused = False
             self.metrics.paused.set(0)
 
-    def _deliver(self, outcomes: list[Outcome]) -> None:
+    def _deliver(self, batch: Batch) -> None:
         """Produce one record per message, in order; wait for every ack; then commit."""
-        now, scored = datetime.now(UTC), iter(outcomes)
-        futures, produced, dead = [], 0, []
-        for msg in self.inflight.messages:
-            outcome = next(scored) if msg.request is not None else None
-            if isinstance(outcome, dict):
-                key, value = result_record(msg, outcome, now)
+        now, futures, produced, dead = datetime.now(UTC), [], 0, []
+        for msg in batch.messages:
+            if msg.request is not None and msg.outcome is None:
+                raise RuntimeError(f"unscored message at {msg.source()}")
+            if isinstance(msg.outcome, dict):
+                key, value = result_record(msg, msg.outcome, now)
                 topic, produced = self.settings.output_topic, produced + 1
                 self.metrics.end_to_end_seconds.observe(max(0.0, latency_seconds(msg, now)))
             else:
-                problems = [outcome] if outcome is not None else msg.problems
+                problems = msg.problems if msg.outcome is None else [msg.outcome]
                 key, value = error_record(msg, problems, now, self.settings.max_error_payload_bytes)
                 topic = self.settings.error_topic
                 dead.append(reason_label(problems[0]))
@@ -182,11 +201,10 @@ class Bridge:
             self.metrics.dead_lettered.labels(reason).inc()
         self._totals["produced"] += produced
         self._totals["dead_lettered"] += len(dead)
-        self._commit()
+        self._commit(batch)
 
-    def _commit(self) -> None:
-        size = len(self.inflight)
-        offsets = self.inflight.take_offsets()
+    def _commit(self, batch: Batch) -> None:
+        offsets = self.inflight.delivered(batch)
         try:
             self.consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
         except KafkaError as exc:
@@ -198,8 +216,8 @@ class Bridge:
             return
         self.inflight.commit_done(offsets)
         self.metrics.commits.inc()
-        self.metrics.batch_size.observe(size)
-        self.metrics.batch_seconds.observe(time.monotonic() - self._started)
+        self.metrics.batch_size.observe(len(batch.messages))
+        self.metrics.batch_seconds.observe(time.monotonic() - batch.started)
         self._totals["batches"] += 1
 
     def _report(self) -> None:
@@ -209,32 +227,16 @@ class Bridge:
         if now - last_time < self.settings.stats_interval_s:
             return
         self._last_report = (now, self._totals["consumed"])
-        committed = dict(self.inflight.committed)
-        try:
-            ends = self.consumer.end_offsets(list(committed), timeout_ms=5000) if committed else {}
-        except KafkaError as exc:
-            log(logger, logging.WARNING, "could not read end offsets", error=repr(exc))
-            ends = {}
-        lag = 0
-        for tp, end in ends.items():
-            behind = max(0, end - committed[tp])
-            self.metrics.lag.labels(tp.topic, str(tp.partition)).set(behind)
-            lag += behind
+        lag = refresh_lag(self.metrics, self.consumer, dict(self.inflight.committed))
         rate = (self._totals["consumed"] - last_consumed) / (now - last_time)
         log(logger, logging.INFO, "throughput", consumed_per_s=round(rate, 1), lag=lag,
             paused=self._paused, **self._totals)  # fmt: skip
 
 
-def build_scorer(settings: StreamSettings) -> Scorer:
-    if settings.in_process:
-        return InProcessScorer(load_predictor(settings.model_tag))
-    return HttpScorer(settings.service_url, settings.service_timeout_s)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     settings = load_settings(argv)
     configure(settings.log_level)
-    scorer = build_scorer(settings)
+    scorer = scorer_for(settings)
     ensure_topics(settings, [settings.input_topic, settings.output_topic, settings.error_topic])
     metrics = BridgeMetrics()
     bridge = Bridge(settings, make_consumer(settings), make_producer(settings), scorer, metrics)

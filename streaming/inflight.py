@@ -1,12 +1,17 @@
 """The bridge's uncommitted messages and the offsets it owes, kept right through rebalances.
 
-kafka-python runs rebalance callbacks on its IO thread while the bridge's thread waits in
-`poll()`; the lock makes that hand-over explicit rather than a property of the library.
+At most two micro-batches are in flight: one being scored (its results not yet produced) and
+one being collected behind it. kafka-python runs rebalance callbacks on its IO thread while
+the bridge's thread waits in `poll()`; the lock makes that hand-over explicit.
 """
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import date
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 
@@ -17,36 +22,54 @@ from streaming.metrics import BridgeMetrics
 logger = logging.getLogger("streaming.bridge")
 
 
+@dataclass(eq=False)
+class Batch:
+    """Messages in offset order per partition, validated and scored as of one date."""
+
+    as_of: date
+    started: float = field(default_factory=time.monotonic)
+    messages: list[Message] = field(default_factory=list)
+    future: Future[None] | None = None  # the scoring call, once submitted
+
+    def offsets(self) -> dict[TopicPartition, int]:
+        """Offset + 1 of the last message of each partition: what to commit once delivered."""
+        return {msg.tp: msg.offset + 1 for msg in self.messages}
+
+
 class InFlight:
-    """Consumed messages in offset order, not yet committed, plus the offsets owed to Kafka."""
+    """The batch being scored, the batch being collected, and the offsets owed to Kafka."""
 
     def __init__(self) -> None:
-        self.messages: list[Message] = []
+        self.scoring: Batch | None = None
+        self.collecting: Batch | None = None
         self.committed: dict[TopicPartition, int] = {}  # last offsets this bridge committed
         self._owed: dict[TopicPartition, int] = {}  # delivered, but the commit was refused
-        self._rewind: dict[TopicPartition, int] = {}  # revoked mid-batch: first dropped offset
+        self._rewind: dict[TopicPartition, int] = {}  # revoked while in flight: first offset
         self._lock = threading.Lock()
 
-    def __len__(self) -> int:
-        return len(self.messages)
+    def collected(self) -> int:
+        return len(self.collecting.messages) if self.collecting else 0
 
-    def extend(self, messages: Iterable[Message]) -> None:
+    def add(self, messages: Iterable[Message], as_of: date) -> None:
         with self._lock:
-            self.messages.extend(messages)
+            if self.collecting is None:
+                self.collecting = Batch(as_of)
+            self.collecting.messages.extend(messages)
 
-    def abandon(self) -> int:
-        """Forget the batch without committing it: whoever consumes next redoes it."""
+    def promote(self) -> Batch:
+        """The collected batch becomes the one being scored."""
         with self._lock:
-            count, self.messages = len(self.messages), []
-        return count
+            batch, self.collecting = self.collecting, None
+            if batch is None or self.scoring is not None:
+                raise RuntimeError("promote() needs a collected batch and none being scored")
+            self.scoring = batch
+        return batch
 
-    def take_offsets(self) -> dict[TopicPartition, int]:
-        """The batch is delivered: empty it and return offset + 1 per partition to commit."""
+    def delivered(self, batch: Batch) -> dict[TopicPartition, int]:
+        """`batch` is produced and acknowledged: forget it and return the offsets to commit."""
         with self._lock:
-            offsets = dict(self._owed)
-            for msg in self.messages:
-                offsets[msg.tp] = max(offsets.get(msg.tp, 0), msg.offset + 1)
-            self.messages = []
+            offsets = {**self._owed, **batch.offsets()}
+            self.scoring = None
         return offsets
 
     def commit_done(self, offsets: dict[TopicPartition, int]) -> None:
@@ -59,16 +82,30 @@ class InFlight:
         with self._lock:
             self._owed = {tp: o for tp, o in offsets.items() if tp in owned}
 
-    def revoke(self, revoked: set[TopicPartition]) -> int:
-        """Drop the revoked partitions' messages, remembering where they started; count them."""
+    def abandon(self) -> int:
+        """Forget both batches without committing them: whoever consumes next redoes them."""
         with self._lock:
-            kept = []
-            for msg in self.messages:
-                if msg.tp in revoked:
-                    self._rewind.setdefault(msg.tp, msg.offset)
-                else:
-                    kept.append(msg)
-            dropped, self.messages = len(self.messages) - len(kept), kept
+            count = sum(len(b.messages) for b in (self.scoring, self.collecting) if b)
+            self.scoring = self.collecting = None
+        return count
+
+    def revoke(self, revoked: set[TopicPartition]) -> int:
+        """Drop the revoked partitions' messages, remembering where each partition's started."""
+        dropped = 0
+        with self._lock:
+            for batch in (self.scoring, self.collecting):  # oldest first
+                if batch is None:
+                    continue
+                kept = []
+                for msg in batch.messages:
+                    if msg.tp in revoked:
+                        self._rewind.setdefault(msg.tp, msg.offset)
+                    else:
+                        kept.append(msg)
+                dropped += len(batch.messages) - len(kept)
+                batch.messages = kept
+            if self.collecting is not None and not self.collecting.messages:
+                self.collecting = None
             for tp in revoked:
                 self._owed.pop(tp, None)
                 self.committed.pop(tp, None)

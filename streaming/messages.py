@@ -12,7 +12,7 @@ so a dead letter's reason is, word for word, the one `/predict/batch` gives for 
 """
 
 import base64
-import json
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -20,6 +20,7 @@ from typing import Any
 
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import TopicPartition
+from pydantic_core import from_json, to_json
 
 from models.contract import ID_COLUMN, PREDICTION_COLUMNS, RAW_FEATURES
 from models.errors import FieldError
@@ -61,6 +62,7 @@ class Message:
     request: PredictRequest | None = None
     customer_id: str | None = None
     problems: list[Problem] = field(default_factory=list)
+    outcome: "dict[str, Any] | Problem | None" = None  # set by scoring: prediction or rejection
 
     def source(self) -> dict[str, Any]:
         return {"topic": self.tp.topic, "partition": self.tp.partition, "offset": self.offset}
@@ -84,25 +86,25 @@ def _event_time(value: Any) -> datetime:
 
 
 def as_request(body: dict[str, Any]) -> dict[str, Any]:
-    """A flat message as the nested request the API takes; a nested one unchanged."""
-    if NESTED_FIELD in body:
-        return body
-    request = {k: v for k, v in body.items() if k not in RAW_FEATURES}
-    request[NESTED_FIELD] = {k: body[k] for k in RAW_FEATURES if k in body}
-    return request
+    """A flat message as the nested request the API takes (in place); a nested one unchanged."""
+    if NESTED_FIELD not in body:
+        body[NESTED_FIELD] = {k: body.pop(k) for k in RAW_FEATURES if k in body}
+    return body
 
 
-def decode(record: ConsumerRecord, as_of: date) -> Message:
-    """A consumed record, checked against the contract as of `as_of`; never raises on bad input."""
-    tp = TopicPartition(record.topic, record.partition)
+def decode(record: ConsumerRecord, as_of: date, tp: TopicPartition | None = None) -> Message:
+    """A consumed record, checked against the contract as of `as_of`; never raises on bad input.
+
+    `tp` is the record's partition when the caller has it (saves building one per record).
+    """
+    tp = tp or TopicPartition(record.topic, record.partition)
     msg = Message(tp, record.offset, record.key, record.value, _record_time(record))
     try:
-        body = json.loads(record.value) if record.value is not None else None
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        body = from_json(record.value) if record.value is not None else None
+    except ValueError:  # not JSON, or not UTF-8
         msg.problems = [NOT_JSON]
         return msg
-    if isinstance(body, dict):
-        body = dict(body)
+    if isinstance(body, dict):  # a fresh dict from the parser: ours to reshape
         if EVENT_TIME_FIELD in body:
             try:
                 msg.event_time = _event_time(body.pop(EVENT_TIME_FIELD))
@@ -121,6 +123,7 @@ def decode(record: ConsumerRecord, as_of: date) -> Message:
     return msg
 
 
+@functools.lru_cache(maxsize=8)  # a batch's records share one `now`
 def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
@@ -131,7 +134,7 @@ def latency_seconds(msg: Message, now: datetime) -> float:
 
 def result_record(msg: Message, scored: Mapping[str, Any], now: datetime) -> tuple[bytes, bytes]:
     """(key, value) of a prediction: the customer id, and the scores with their provenance."""
-    value: dict[str, Any] = {name: scored[name] for name in RESULT_FIELDS}
+    value = dict(scored)  # the scorer's RESULT_FIELDS
     if msg.request is not None and msg.request.request_id is not None:
         value["request_id"] = msg.request.request_id
     value.update(
@@ -140,7 +143,7 @@ def result_record(msg: Message, scored: Mapping[str, Any], now: datetime) -> tup
         latency_ms=round(latency_seconds(msg, now) * 1000, 3),
         source=msg.source(),
     )
-    return value[ID_COLUMN].encode(), json.dumps(value).encode()
+    return value[ID_COLUMN].encode(), to_json(value)
 
 
 def _original(value: bytes | None, limit: int) -> dict[str, Any]:
@@ -175,4 +178,4 @@ def error_record(
         "event_timestamp": _iso(msg.event_time),
         "source": msg.source(),
     }
-    return msg.key, json.dumps(value).encode()
+    return msg.key, to_json(value)

@@ -1,10 +1,17 @@
 """The bridge's Prometheus metrics, in a registry of its own (served on `--metrics-port`)."""
 
+import logging
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from models.contract import INPUT_COLUMNS
 from models.schema import PredictRequest
+from streaming.logs import log
 from streaming.messages import EVENT_TIME_FIELD, Problem
+
+logger = logging.getLogger("streaming.bridge")
 
 # Dead-letter reasons are labelled `field:code`; a field outside the contract (an unexpected
 # key, chosen by whoever wrote the message) is folded into `other` to keep the label set bounded.
@@ -87,3 +94,26 @@ class BridgeMetrics:
         """Expose /metrics on `port` (a daemon thread); 0 means no endpoint."""
         if port:
             start_http_server(port, registry=self.registry)
+
+
+def refresh_lag(
+    metrics: BridgeMetrics, consumer: KafkaConsumer, committed: dict[TopicPartition, int]
+) -> int:
+    """Set each partition's lag (end offset minus our last commit); return the total.
+
+    One ListOffsets request, made every stats interval rather than per batch. Against tansu,
+    the test broker, end offsets are wrong once a produce batch holds several records.
+    """
+    if not committed:
+        return 0
+    try:
+        ends = consumer.end_offsets(list(committed), timeout_ms=5000)
+    except KafkaError as exc:
+        log(logger, logging.WARNING, "could not read end offsets", error=repr(exc))
+        return 0
+    total = 0
+    for tp, end in ends.items():
+        behind = max(0, end - committed[tp])
+        metrics.lag.labels(tp.topic, str(tp.partition)).set(behind)
+        total += behind
+    return total

@@ -12,15 +12,18 @@ from typing import Any, Protocol
 import bentoml
 import httpx
 from bentoml.exceptions import BentoMLException
+from pydantic_core import from_json, to_json
 
 from models.contract import ID_COLUMN
 from models.errors import ChurnError
 from models.predict import score_requests
-from models.predictor import ChurnPredictor
+from models.predictor import ChurnPredictor, load_predictor
 from streaming.messages import RESULT_FIELDS, Message, Problem
+from streaming.settings import StreamSettings
 
 Outcome = dict[str, Any] | Problem
 BATCH_ENDPOINT = "predict_batch"
+JSON = {"content-type": "application/json"}
 
 
 class ScoringUnavailableError(ChurnError):
@@ -46,11 +49,14 @@ class Scorer(Protocol):
 
 
 class HttpScorer:
-    """The served bento's `/predict/batch`, through BentoML's `SyncHTTPClient`.
+    """The served bento's batch endpoint, through BentoML's `SyncHTTPClient`.
 
-    The client is created on first use (it reads the service's schema), so a bridge can start
-    before the service does. The service validates the items again with its own as-of date;
-    an item it rejects is reported with the service's reason.
+    The client is created on first use (it reads the service's schema, where `predict_batch`
+    publishes its route), so a bridge can start before the service does. The body goes out and
+    the answer comes back as plain JSON (pydantic-core, exact for floats): the client's
+    schema-driven conversion, made for files and models, cost more than the service's scoring.
+    The service validates the items again with its own as-of date; an item it rejects is
+    reported with the service's reason.
     """
 
     name = "http"
@@ -59,29 +65,38 @@ class HttpScorer:
         self.url = url
         self.timeout = timeout
         self._client: bentoml.SyncHTTPClient | None = None
+        self._route = ""
 
-    def _connected(self) -> bentoml.SyncHTTPClient:
-        if self._client is None:
-            # server_ready_timeout=0: fail fast when the service is down; the bridge retries.
-            self._client = bentoml.SyncHTTPClient(
-                self.url, server_ready_timeout=0, timeout=self.timeout
-            )
-        return self._client
+    def _connect(self) -> bentoml.SyncHTTPClient:
+        # server_ready_timeout=0: fail fast when the service is down; the bridge retries.
+        client = bentoml.SyncHTTPClient(self.url, server_ready_timeout=0, timeout=self.timeout)
+        try:
+            self._route = client.endpoints[BATCH_ENDPOINT].route
+        except KeyError:
+            client.close()
+            raise ScoringUnavailableError(
+                "no_endpoint", f"{self.url} has no {BATCH_ENDPOINT} endpoint"
+            ) from None
+        return client
 
     def score(self, messages: Sequence[Message], as_of: date) -> list[Outcome]:
+        body = to_json({"requests": [m.payload for m in messages]})
         try:
-            body = self._connected().call(
-                BATCH_ENDPOINT, {"requests": [m.payload for m in messages]}
-            )
-        except BentoMLException as exc:
-            code = getattr(exc, "error_code", None)
-            kind = f"http_{int(code)}" if code is not None else "bentoml"
-            raise ScoringUnavailableError(kind, str(exc)[:500]) from exc
+            self._client = self._client or self._connect()
+            answer = self._client.request("POST", self._route, content=body, headers=JSON)
+        except BentoMLException as exc:  # the schema could not be read
+            raise ScoringUnavailableError("schema", str(exc)[:500]) from exc
         except httpx.TimeoutException as exc:
             raise ScoringUnavailableError("timeout", repr(exc)) from exc
         except httpx.TransportError as exc:
             raise ScoringUnavailableError("connect", repr(exc)) from exc
-        return outcomes_from_batch(body, len(messages))
+        if answer.status_code != httpx.codes.OK:
+            raise ScoringUnavailableError(f"http_{answer.status_code}", answer.text[:500])
+        try:
+            parsed = from_json(answer.content)
+        except ValueError as exc:
+            raise ScoringUnavailableError("bad_response", f"not JSON: {exc}") from exc
+        return outcomes_from_batch(parsed, len(messages))
 
     def close(self) -> None:
         if self._client is not None:
@@ -128,3 +143,9 @@ class InProcessScorer:
 
     def close(self) -> None:
         """Nothing to release: the model lives as long as the process."""
+
+
+def scorer_for(settings: StreamSettings) -> Scorer:
+    if settings.in_process:
+        return InProcessScorer(load_predictor(settings.model_tag))
+    return HttpScorer(settings.service_url, settings.service_timeout_s)
