@@ -26,6 +26,7 @@ from serving.app import routes
 from serving.cache import PredictionCache
 from serving.http import http_errors
 from serving.middleware import ServingMiddleware
+from serving.openapi import OpenAPIFix
 from serving.schema import ServedBatchResponse, ServedPrediction
 from serving.scoring import Scorer
 from serving.settings import ServiceSettings
@@ -158,5 +159,6 @@ class BatchedChurnService(ChurnEndpoints):
         return np.asarray(await self.model.to_async.churn_probability(matrix))
 
 
-ChurnService.add_asgi_middleware(ServingMiddleware)
-BatchedChurnService.add_asgi_middleware(ServingMiddleware)
+for _service in (ChurnService, BatchedChurnService):
+    _service.add_asgi_middleware(ServingMiddleware)
+    _service.add_asgi_middleware(OpenAPIFix)
