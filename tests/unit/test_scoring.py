@@ -132,3 +132,29 @@ def test_a_row_scores_the_same_bits_alone_and_in_any_batch(predictor):
     alone = np.array([predictor.churn_probability(matrix[i : i + 1])[0] for i in range(200)])
     assert np.array_equal(alone, whole[:200])
     assert np.array_equal(predictor.churn_probability(matrix[5:37]), whole[5:37])
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 1000])
+def test_linear_shortcut_gives_predict_proba_bits(predictor, n):
+    assert predictor.linear is not None  # the trained model is a logistic regression
+    rng = np.random.default_rng(n)
+    matrix = np.column_stack(
+        [
+            rng.uniform(0, 120, n),
+            rng.uniform(0, 2e5, n),
+            rng.integers(0, 30, n),
+            rng.integers(0, 900, n),
+        ]
+    ).astype(np.float64)
+    general = ChurnPredictor(predictor.model, predictor.scaler, predictor.tag, {})
+    assert np.array_equal(predictor.churn_probability(matrix), general.churn_probability(matrix))
+    sklearn = predictor.model.predict_proba(predictor.scaler.transform(matrix))[:, 1]
+    if n > 1:
+        assert np.array_equal(predictor.churn_probability(matrix), sklearn)
+
+
+def test_other_models_use_predict_proba():
+    predictor = ChurnPredictor(CountingModel(), Identity(), "churn_model:test", {})
+    assert predictor.linear is None
+    predictor.churn_probability(np.ones((3, 4)))
+    assert predictor.model.calls == 1
