@@ -17,6 +17,9 @@ from streaming.settings import StreamSettings
 
 logger = logging.getLogger(__name__)
 
+# How long the broker may hold a fetch that found no new record: Kafka answers as soon as one
+# arrives, but some brokers (tansu, the test broker) wait the full time, which adds to latency.
+FETCH_MAX_WAIT_MS = 100
 # Producer batching: `flush()` ends every micro-batch, so lingering only helps inside one batch.
 PRODUCER_LINGER_MS = 5
 PRODUCER_BATCH_BYTES = 256 * 1024
@@ -37,6 +40,7 @@ def make_consumer(settings: StreamSettings, **overrides: Any) -> KafkaConsumer:
         "max_poll_records": settings.max_batch,
         "session_timeout_ms": settings.session_timeout_ms,
         "heartbeat_interval_ms": settings.heartbeat_interval_ms,
+        "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
         **overrides,
     }
     return KafkaConsumer(**config)

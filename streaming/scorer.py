@@ -61,15 +61,16 @@ class HttpScorer:
 
     name = "http"
 
-    def __init__(self, url: str, timeout: float) -> None:
-        self.url = url
-        self.timeout = timeout
+    def __init__(self, url: str, timeout: float, token: str | None = None) -> None:
+        self.url, self.timeout, self.token = url, timeout, token
         self._client: bentoml.SyncHTTPClient | None = None
         self._route = ""
 
     def _connect(self) -> bentoml.SyncHTTPClient:
         # server_ready_timeout=0: fail fast when the service is down; the bridge retries.
-        client = bentoml.SyncHTTPClient(self.url, server_ready_timeout=0, timeout=self.timeout)
+        client = bentoml.SyncHTTPClient(
+            self.url, server_ready_timeout=0, timeout=self.timeout, token=self.token
+        )
         try:
             self._route = client.endpoints[BATCH_ENDPOINT].route
         except KeyError:
@@ -148,4 +149,4 @@ class InProcessScorer:
 def scorer_for(settings: StreamSettings) -> Scorer:
     if settings.in_process:
         return InProcessScorer(load_predictor(settings.model_tag))
-    return HttpScorer(settings.service_url, settings.service_timeout_s)
+    return HttpScorer(settings.service_url, settings.service_timeout_s, settings.service_token)
