@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -76,10 +77,24 @@ def spawn(name: str, cmd: list[str], port: int, log: Path, env: dict[str, str]) 
     return Process(name, port, proc, log, env)
 
 
-def start_bento(log_dir: Path, env: dict[str, str], port: int | None = None) -> Process:
-    """`bentoml serve` of this repo's service, ready when /readyz answers 200."""
+def start_bento(
+    log_dir: Path,
+    env: dict[str, str],
+    port: int | None = None,
+    target: str = "service:ChurnService",
+) -> Process:
+    """`bentoml serve TARGET` of this repo on a free port, ready when /readyz answers 200.
+
+    Each server gets a BentoML home of its own that shares the session's model store, unless
+    `env` names a home: `bentoml serve` empties `$BENTOML_HOME/prometheus_multiproc_dir` when it
+    starts, which would wipe the metrics of any server already running on the same home.
+    """
     port = port or free_port()
-    cmd = [sys.executable, "-m", "bentoml", "serve", "service:ChurnService", "--port", str(port)]
+    if "BENTOML_HOME" not in env:
+        home = Path(tempfile.mkdtemp(prefix="churn-bento-home-"))
+        (home / "models").symlink_to(Path(os.environ["BENTOML_HOME"]) / "models")
+        env = {**env, "BENTOML_HOME": str(home)}
+    cmd = [sys.executable, "-m", "bentoml", "serve", target, "--port", str(port)]
     proc = spawn("bento", cmd, port, log_dir / f"bento-{port}.log", env)
 
     def ready() -> bool:
@@ -90,7 +105,7 @@ def start_bento(log_dir: Path, env: dict[str, str], port: int | None = None) -> 
         except httpx.HTTPError:
             return False
 
-    wait_until(ready, 90, "bentoml serve")
+    wait_until(ready, 120, f"bentoml serve {target}")
     return proc
 
 

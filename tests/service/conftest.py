@@ -4,7 +4,6 @@ a second model store holding two versions (for roll-back, version change and `be
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,40 +12,13 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import ROOT, Process, free_port, spawn, wait_until
+from tests.support import ROOT, Process, start_bento
 
 TOKENS = ("t-one", "t-two")
 ORIGIN = "https://app.example"
 MAX_BODY_BYTES = 100_000
 CACHE_TTL_SECONDS = 120
 AUTH = {"Authorization": f"Bearer {TOKENS[0]}"}
-
-
-def serve(log_dir: Path, env: dict[str, str], target: str = "service:ChurnService") -> Process:
-    """`bentoml serve TARGET` on a free port, ready when /readyz answers 200.
-
-    Each server gets a BentoML home of its own (sharing the session's model store unless `env`
-    names another home): `bentoml serve` empties `$BENTOML_HOME/prometheus_multiproc_dir` when
-    it starts, which would wipe the metrics of any server already running on the same home.
-    """
-    port = free_port()
-    if "BENTOML_HOME" not in env:
-        home = Path(tempfile.mkdtemp(prefix="churn-bento-home-"))
-        (home / "models").symlink_to(Path(os.environ["BENTOML_HOME"]) / "models")
-        env = {**env, "BENTOML_HOME": str(home)}
-    cmd = [sys.executable, "-m", "bentoml", "serve", target, "--port", str(port)]
-    proc = spawn("bento", cmd, port, log_dir / f"bento-{port}.log", env)
-
-    def ready() -> bool:
-        if proc.proc.poll() is not None:
-            raise RuntimeError(f"bentoml serve exited:\n{proc.log_tail()}")
-        try:
-            return httpx.get(f"{proc.url}/readyz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(ready, 120, f"bentoml serve {target}")
-    return proc
 
 
 def metric(url: str, name: str, **labels: str) -> float:
@@ -117,7 +89,7 @@ def production(logs_dir: Path, service_env: dict[str, str], redis_url: str) -> I
         "MAX_BODY_BYTES": str(MAX_BODY_BYTES),
         "BENTOML_CONFIG_OPTIONS": "services.churn_service.workers=2",
     }
-    proc = serve(logs_dir, env)
+    proc = start_bento(logs_dir, env)
     yield proc
     proc.stop()
 
@@ -134,7 +106,7 @@ def rolled_back(
         "CHURN_MODEL_TAG": two_versions.tags[0],
         "REDIS_URL": redis_url,
     }
-    proc = serve(logs_dir, env)
+    proc = start_bento(logs_dir, env)
     yield proc
     proc.stop()
 

@@ -7,13 +7,13 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.service.conftest import customer, metric, serve
-from tests.support import Process
+from tests.service.conftest import customer, metric
+from tests.support import Process, start_bento
 
 
 @pytest.fixture(scope="module")
 def batched(logs_dir, service_env) -> Iterator[Process]:
-    proc = serve(logs_dir, service_env, target="service:BatchedChurnService")
+    proc = start_bento(logs_dir, service_env, target="service:BatchedChurnService")
     yield proc
     proc.stop()
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service.conftest import customer, metric, serve
-from tests.support import Process, start_redis, wait_until
+from tests.service.conftest import customer, metric
+from tests.support import Process, start_bento, start_redis, wait_until
 
 CLIENTS = 12
 
@@ -37,7 +37,7 @@ def cached_bento(logs_dir, service_env, own_redis) -> Iterator[Process]:
         "REDIS_TIMEOUT_SECONDS": "0.1",
         "REDIS_RETRY_SECONDS": "0.5",
     }
-    proc = serve(logs_dir, env)
+    proc = start_bento(logs_dir, env)
     yield proc
     proc.stop()
 
