@@ -5,7 +5,8 @@ Each micro-batch:
   1. is collected until `max_batch` messages, or `max_wait_ms` after its first one;
   2. has every message decoded and validated (`streaming.messages`);
   3. has all its valid messages scored in ONE call (`streaming.scorer`), on a worker thread,
-     while the next batch is being collected; if the call fails, the partitions are paused,
+     while the previous batch is delivered and the next collected; if the call fails, the
+     partitions are paused,
      poll() keeps the group membership, and the same messages are retried with backoff;
   4. gets one result or dead letter per message, produced in offset order, every ack awaited;
   5. only then has offset + 1 per partition committed.
@@ -41,6 +42,7 @@ logger = logging.getLogger("streaming.bridge")
 IDLE_POLL_MS = 500  # also bounds how long a stop request waits while the topic is idle
 SCORING_POLL_MS = 5  # poll slices while a batch is scored, to deliver it as soon as it is
 BACKOFF_POLL_S = 0.5  # poll() at least this often while backing off
+MAX_SUBMITTED = 2  # batches handed to the scorer and not yet delivered
 
 
 class Bridge:
@@ -74,11 +76,10 @@ class Bridge:
             self._step()
             self._report()
         # Stop polling; finish what is in hand, in order.
-        if self.inflight.scoring is not None:
-            self._finish(self.inflight.scoring)
         if self.inflight.collected():
             self._submit(self.inflight.promote())
-            self._finish(self.inflight.scoring)
+        while (head := self.inflight.head()) is not None:
+            self._finish(head)
         log(logger, logging.INFO, "bridge stopped", **self._totals)
 
     def close(self) -> None:
@@ -92,19 +93,21 @@ class Bridge:
 
     def _step(self) -> None:
         """Move the pipeline on by one event: a batch scored, a batch ready, or new records."""
-        scoring, collecting = self.inflight.scoring, self.inflight.collecting
-        if scoring is not None and scoring.future is not None and scoring.future.done():
-            self._finish(scoring)
+        head, collecting = self.inflight.head(), self.inflight.collecting
+        if head is not None and head.future is not None and head.future.done():
+            self._finish(head)
             return
         size, max_batch = self.inflight.collected(), self.settings.max_batch
         wait_s = IDLE_POLL_MS / 1000
         if collecting is not None:
             wait_s = collecting.started + self.settings.max_wait_ms / 1000 - time.monotonic()
-        if scoring is None and size and (size >= max_batch or wait_s <= 0):
+        ready = size >= max_batch or (size > 0 and wait_s <= 0)
+        if ready and len(self.inflight.pending) < MAX_SUBMITTED and not self._paused:
+            # Queued behind the head's call: scored while the head is being delivered.
             self._submit(self.inflight.promote())
-        elif scoring is not None and scoring.future is not None and size >= max_batch:
-            wait_for([scoring.future], timeout=BACKOFF_POLL_S)
-        elif scoring is not None:
+        elif head is not None and head.future is not None and ready:
+            wait_for([head.future], timeout=BACKOFF_POLL_S)
+        elif head is not None:
             self._poll(min(max(0.0, wait_s) * 1000, SCORING_POLL_MS))
         else:
             self._poll(max(0.0, wait_s) * 1000)

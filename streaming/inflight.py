@@ -1,8 +1,9 @@
 """The bridge's uncommitted messages and the offsets it owes, kept right through rebalances.
 
-At most two micro-batches are in flight: one being scored (its results not yet produced) and
-one being collected behind it. kafka-python runs rebalance callbacks on its IO thread while
-the bridge's thread waits in `poll()`; the lock makes that hand-over explicit.
+Micro-batches in flight: up to two submitted for scoring (scored one after the other; the
+older is delivered while the newer is scored) and one being collected behind them.
+kafka-python runs rebalance callbacks on its IO thread while the bridge's thread waits in
+`poll()`; the lock makes that hand-over explicit.
 """
 
 import logging
@@ -37,10 +38,10 @@ class Batch:
 
 
 class InFlight:
-    """The batch being scored, the batch being collected, and the offsets owed to Kafka."""
+    """The batches submitted (oldest first), the one being collected, and the offsets owed."""
 
     def __init__(self) -> None:
-        self.scoring: Batch | None = None
+        self.pending: list[Batch] = []
         self.collecting: Batch | None = None
         self.committed: dict[TopicPartition, int] = {}  # last offsets this bridge committed
         self._owed: dict[TopicPartition, int] = {}  # delivered, but the commit was refused
@@ -56,20 +57,24 @@ class InFlight:
                 self.collecting = Batch(as_of)
             self.collecting.messages.extend(messages)
 
+    def head(self) -> Batch | None:
+        """The oldest submitted batch: the next to deliver."""
+        return self.pending[0] if self.pending else None
+
     def promote(self) -> Batch:
-        """The collected batch becomes the one being scored."""
+        """The collected batch joins the submitted ones."""
         with self._lock:
             batch, self.collecting = self.collecting, None
-            if batch is None or self.scoring is not None:
-                raise RuntimeError("promote() needs a collected batch and none being scored")
-            self.scoring = batch
+            if batch is None:
+                raise RuntimeError("promote() needs a collected batch")
+            self.pending.append(batch)
         return batch
 
     def delivered(self, batch: Batch) -> dict[TopicPartition, int]:
         """`batch` is produced and acknowledged: forget it and return the offsets to commit."""
         with self._lock:
             offsets = {**self._owed, **batch.offsets()}
-            self.scoring = None
+            self.pending.remove(batch)
         return offsets
 
     def commit_done(self, offsets: dict[TopicPartition, int]) -> None:
@@ -83,17 +88,17 @@ class InFlight:
             self._owed = {tp: o for tp, o in offsets.items() if tp in owned}
 
     def abandon(self) -> int:
-        """Forget both batches without committing them: whoever consumes next redoes them."""
+        """Forget every batch without committing it: whoever consumes next redoes them."""
         with self._lock:
-            count = sum(len(b.messages) for b in (self.scoring, self.collecting) if b)
-            self.scoring = self.collecting = None
+            count = sum(len(b.messages) for b in (*self.pending, self.collecting) if b)
+            self.pending, self.collecting = [], None
         return count
 
     def revoke(self, revoked: set[TopicPartition]) -> int:
         """Drop the revoked partitions' messages, remembering where each partition's started."""
         dropped = 0
         with self._lock:
-            for batch in (self.scoring, self.collecting):  # oldest first
+            for batch in (*self.pending, self.collecting):  # oldest first
                 if batch is None:
                     continue
                 kept = []

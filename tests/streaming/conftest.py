@@ -1,13 +1,14 @@
 """Fixtures for the bridge tests: a Kafka helper on the session's broker, and private bentos."""
 
 import os
+import signal
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.streaming.support import Kafka, Reader
+from tests.streaming.support import Kafka, Reader, start_bridge
 from tests.support import Process, start_bento
 
 
@@ -16,6 +17,22 @@ def kafka(kafka_broker: Process) -> Iterator[Kafka]:
     helper = Kafka(kafka_broker.port)
     yield helper
     helper.close()
+
+
+@pytest.fixture
+def launch(logs_dir: Path, kafka: Kafka) -> Iterator[Callable[..., Process]]:
+    """Start bridges (`start_bridge`); any still running when the test ends is stopped, so a
+    failed assertion never leaves one polling after the broker is gone."""
+    started: list[Process] = []
+
+    def start(topic: str, group: str, *args: str) -> Process:
+        proc = start_bridge(logs_dir, kafka, topic, group, *args)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop(signal.SIGKILL)
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from tests.streaming.support import (
     event,
     metric,
     read_until,
-    start_bridge,
     stop,
     unique,
 )
@@ -29,14 +28,14 @@ SCORE_FIELDS = ("prediction", "churn_probability", "probability", "confidence_le
 
 
 def test_results_equal_predict_bit_for_bit_and_sigterm_commits_everything(
-    kafka, bento, logs_dir, model_tag, readers
+    kafka, bento, launch, model_tag, readers
 ):
     topic, group = kafka.topic("happy"), unique("g")
     inputs = [event(i, nested=i % 2 == 1) for i in range(60)]
     inputs[5] = {**inputs[5], "timestamp": "2026-06-30T08:00:00Z", "request_id": "r-5"}
     # One record per produce batch: the test broker then reports true end offsets (lag).
     sent = kafka.send(topic, inputs, one_per_batch=True)
-    bridge = start_bridge(logs_dir, kafka, topic, group, "--service-url", bento.url)
+    bridge = launch(topic, group, "--service-url", bento.url)
     out, err = readers(topic)
     read_until([out], len(inputs), 60, bridge)
 
@@ -71,7 +70,7 @@ def test_results_equal_predict_bit_for_bit_and_sigterm_commits_everything(
     assert kafka.committed(group) == {p: len(inputs) // PARTITIONS for p in range(PARTITIONS)}
 
 
-def test_each_kind_of_malformed_message_goes_to_the_error_topic(kafka, bento, logs_dir, readers):
+def test_each_kind_of_malformed_message_goes_to_the_error_topic(kafka, bento, launch, readers):
     good = event(1)
     bad = {
         b"{not json": ("request", "request: is not valid UTF-8 JSON"),
@@ -101,7 +100,7 @@ def test_each_kind_of_malformed_message_goes_to_the_error_topic(kafka, bento, lo
 
     topic, group = kafka.topic("malformed"), unique("g")
     sent = kafka.send(topic, [good, *bad, good])
-    bridge = start_bridge(logs_dir, kafka, topic, group, "--service-url", bento.url)
+    bridge = launch(topic, group, "--service-url", bento.url)
     out, err = readers(topic)
     read_until([out, err], len(sent), 60, bridge)
 
@@ -119,19 +118,19 @@ def test_each_kind_of_malformed_message_goes_to_the_error_topic(kafka, bento, lo
 
 
 def test_sigkill_mid_stream_loses_nothing_and_duplicates_at_most_one_batch(
-    kafka, logs_dir, model_tag, readers
+    kafka, launch, model_tag, readers
 ):
     topic, group, max_batch = kafka.topic("kill"), unique("g"), 50
     sent = kafka.send(topic, [event(i) for i in range(4000)])
     args = ("--in-process", "--model-tag", model_tag, "--max-batch", str(max_batch))
-    first = start_bridge(logs_dir, kafka, topic, group, *args)
+    first = launch(topic, group, *args)
     out, err = readers(topic)
     read_until([out], 300, 60, first)
     assert stop(first, signal.SIGKILL) == -signal.SIGKILL
     committed = kafka.committed(group)
     assert sum(committed.values()) < len(sent)  # killed mid-stream
 
-    second = start_bridge(logs_dir, kafka, topic, group, *args)
+    second = launch(topic, group, *args)
     wait_until(lambda: bool(out.poll()) and set(out.sources()) >= set(sent), 90, "all results")
     assert stop(second) == 0
 
@@ -145,11 +144,11 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_at_most_one_batch(
 
 
 def test_service_down_pauses_without_committing_and_resumes_when_it_is_back(
-    kafka, logs_dir, private_bento, readers
+    kafka, launch, private_bento, readers
 ):
     topic, group = kafka.topic("outage"), unique("g")
     service = private_bento()
-    bridge = start_bridge(logs_dir, kafka, topic, group, "--service-url", service.url)
+    bridge = launch(topic, group, "--service-url", service.url)
     out, err = readers(topic)
     sent = kafka.send(topic, [event(i) for i in range(30)], one_per_batch=True)
     read_until([out], 30, 60, bridge)
@@ -175,10 +174,10 @@ def test_service_down_pauses_without_committing_and_resumes_when_it_is_back(
     assert stop(bridge) == 0
 
 
-def test_two_bridges_in_one_group_split_the_partitions(kafka, bento, logs_dir, readers):
+def test_two_bridges_in_one_group_split_the_partitions(kafka, bento, launch, readers):
     topic, group = kafka.topic("pair"), unique("g")
     args = ("--service-url", bento.url)
-    bridges = [start_bridge(logs_dir, kafka, topic, group, *args) for _ in range(2)]
+    bridges = [launch(topic, group, *args) for _ in range(2)]
 
     def assigned() -> list[float]:
         return [metric(b, "churn_stream_assigned_partitions") for b in bridges]
@@ -207,12 +206,12 @@ def test_two_bridges_in_one_group_split_the_partitions(kafka, bento, logs_dir, r
 
 
 def test_sigterm_mid_stream_finishes_the_batch_commits_and_leaves_the_group(
-    kafka, bento, logs_dir, readers
+    kafka, bento, launch, readers
 ):
     topic, group = kafka.topic("term"), unique("g")
     sent = kafka.send(topic, [event(i) for i in range(3000)])
     args = ("--service-url", bento.url, "--max-batch", "100")
-    bridge = start_bridge(logs_dir, kafka, topic, group, *args)
+    bridge = launch(topic, group, *args)
     out, err = readers(topic)
     read_until([out], 300, 60, bridge)
     assert stop(bridge) == 0
@@ -224,7 +223,7 @@ def test_sigterm_mid_stream_finishes_the_batch_commits_and_leaves_the_group(
     assert Counter(out.sources()) == Counter(expected)  # all delivered, none twice, none more
 
     # It left the group: a successor resumes at once from the commit, with no duplicate.
-    successor = start_bridge(logs_dir, kafka, topic, group, *args)
+    successor = launch(topic, group, *args)
     read_until([out], len(sent), 90, successor)
     assert Counter(out.sources()) == Counter(list(sent))
     assert err.poll() == []
