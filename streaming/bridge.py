@@ -6,13 +6,13 @@ Each micro-batch:
   2. has every message decoded and validated (`streaming.messages`);
   3. has all its valid messages scored in ONE call (`streaming.scorer`), on a worker thread,
      while the previous batch is delivered and the next collected; if the call fails, the
-     partitions are paused,
-     poll() keeps the group membership, and the same messages are retried with backoff;
+     partitions are paused, poll() keeps the group membership, and the same messages are
+     retried with backoff;
   4. gets one result or dead letter per message, produced in offset order, every ack awaited;
   5. only then has offset + 1 per partition committed.
 Batches are delivered strictly one after the other. Dying anywhere before step 5 leaves a batch
 uncommitted, so it is redone: nothing is lost, and duplicates (same `source` coordinates) are
-limited to the batches in flight.
+limited to the one batch that was being delivered.
 """
 
 import logging
