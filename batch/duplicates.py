@@ -18,7 +18,7 @@ import pyarrow as pa
 BUCKET_BITS = 6
 # Hashes are spilled in batches this big: appending to 64 files for every chunk cost more than
 # hashing the ids.
-SPILL_ROWS = 1 << 19
+SPILL_ROWS = 1 << 18
 _PRIME = np.uint64(0x100000001B3)
 _MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 

@@ -2,11 +2,15 @@
 
 A reader thread decodes the next chunk, `SCORERS` threads score chunks side by side, and a
 writer thread appends the results to the outputs in input order. pyarrow releases the GIL while
-it decodes and encodes parquet and NumPy while it loops over large arrays, so on two cores
-these overlap. Memory is bounded by the chunks in flight (one read ahead, `SCORERS` being
-scored, two being written), whatever the input size.
+it decodes and encodes parquet and NumPy while it loops over large arrays, so these overlap.
+Memory is bounded by the chunks in flight (one read ahead, `SCORERS` being scored, one being
+written), whatever the input size.
+
+One core is left to reading and writing: on two cores a second scoring thread cost ~30 MB of
+peak memory and gained no throughput in the benchmark (the cores were already busy).
 """
 
+import os
 import shutil
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -29,10 +33,19 @@ from .report import Stats, drift_edges
 from .scoring import RunInfo, prediction_writer, score_chunk
 
 DEFAULT_CHUNK_ROWS = 64 * 1024
-SCORERS = 2
 DUPLICATES_DIR = "_duplicates"
 T = TypeVar("T")
 _END = object()
+
+
+def _cores() -> int:
+    """The CPUs this process may run on (a container's cpuset), not the host's."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+SCORERS = max(1, min(4, _cores() - 1))
 
 
 def read_ahead(items: Iterator[T]) -> Iterator[T]:
@@ -96,12 +109,12 @@ def run_local(
     writes: deque[Future[None]] = deque()
 
     def hand_over_oldest() -> None:
-        """Queue the oldest scored chunk for writing (keeps input order), at most two queued."""
+        """Write the oldest scored chunk (keeps input order) once the previous write is done."""
         done = scoring.popleft().result()
+        while writes:
+            writes.popleft().result()
         writes.append(writer.submit(write, done))
         progress.advance(done.rows)
-        while len(writes) > 2:
-            writes.popleft().result()
 
     try:
         with (

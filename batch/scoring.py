@@ -116,6 +116,21 @@ def _as_type(col: pa.ChunkedArray, kind: pa.DataType) -> pa.ChunkedArray:
         return pa.chunked_array([pa.array([_text(v) for v in col.to_pylist()], kind)])
 
 
+_REPEATED: dict[tuple[object, pa.DataType], pa.Array] = {}
+_REPEATED_MAX_ROWS = 1 << 17  # a local run's chunks; Dask's row-group partitions are not kept
+
+
+def _repeated(value: object, kind: pa.DataType, n: int) -> pa.Array:
+    """`value` n times, as a slice of one array per value: the chunks of a run share its
+    buffers instead of each holding its own copy (2 MB of model tags per 64K rows)."""
+    if n > _REPEATED_MAX_ROWS:
+        return pa.repeat(pa.scalar(value, kind), n)
+    have = _REPEATED.get((value, kind))
+    if have is None or len(have) < n:
+        have = _REPEATED[(value, kind)] = pa.repeat(pa.scalar(value, kind), n)
+    return have.slice(0, n)
+
+
 def confidence_codes(probability: np.ndarray) -> np.ndarray:
     """`scores_from_probability`'s confidence band of each row as an index into CONFIDENCE_LEVELS.
 
@@ -169,8 +184,8 @@ def score_chunk(run: RunInfo, chunk: Chunk, scored_at: datetime | None = None) -
             pa.array(scores.churn_probability, pa.float64()),
             pa.array(scores.probability, pa.float64()),
             pa.DictionaryArray.from_arrays(levels, _LEVEL_TEXT).cast(pa.string()),
-            pa.repeat(pa.scalar(run.predictor.tag, pa.string()), n),
-            pa.repeat(pa.scalar(run.as_of, pa.date32()), n),
+            _repeated(run.predictor.tag, pa.string(), n),
+            _repeated(run.as_of, pa.date32(), n),
             pa.repeat(pa.scalar(when, PREDICTION_SCHEMA.field(SCORED_AT_COLUMN).type), n),
         ],
         schema=PREDICTION_SCHEMA,
