@@ -10,10 +10,13 @@ each in a fresh subprocess so that peak memory (ru_maxrss) is that approach's al
 - limit:    pyarrow reading the needed columns + `predict_proba` on the already-decoded
             feature matrix, timed piece by piece and added up;
 then the script again on twice the rows, to show its memory does not grow with the input.
+Each approach also reports its CPU seconds (all threads): on a shared machine wall time swings
+with the other jobs' load, CPU time much less. The load average is printed with the figures.
 """
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import statistics
@@ -85,7 +88,11 @@ def dataset(rows: int) -> Path:
 
 def measure(kind: str, **params: object) -> dict:
     """Run one approach in a fresh interpreter; it prints its own figures as JSON."""
-    code = f"import benchmarks.batch as b, json; print(json.dumps(b.run_{kind}(**{params!r})))"
+    # The script's interpreter imports the batch package first, as its commands do (it picks
+    # arrow's allocator before pyarrow loads; see batch/__init__.py).
+    first = "import batch; " if kind == "script" else ""
+    call = f"print(json.dumps(b.run_{kind}(**{params!r})))"
+    code = f"{first}import benchmarks.batch as b, json; {call}"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{kind} failed:\n{done.stderr[-3000:]}")
@@ -110,9 +117,9 @@ def run_script(path: str, out: str, tag: str, as_of: str) -> dict:
     startup, start_mb = time.perf_counter() - started, _peak_mb()
     shutil.rmtree(out, ignore_errors=True)
     argv = [path, "--output", out, "--as-of", as_of, "--model", tag, "--quiet"]
-    clock = time.perf_counter()
+    clock, cpu = time.perf_counter(), time.process_time()
     assert batch_main(argv) == 0
-    seconds = time.perf_counter() - clock
+    seconds, cpu_s = time.perf_counter() - clock, time.process_time() - cpu
     summary = json.loads((Path(out) / "report.json").read_text())["summary"]
     shutil.rmtree(out)
     return {
@@ -120,6 +127,7 @@ def run_script(path: str, out: str, tag: str, as_of: str) -> dict:
         "scored": summary["rows_scored"],
         "rejected": summary["rows_rejected"],
         "seconds": seconds,
+        "cpu_s": cpu_s,
         "peak_mb": _peak_mb(),
         "start_mb": start_mb,
         "startup_s": startup,
@@ -133,7 +141,7 @@ def run_baseline(path: str, out: str, as_of: str, model: str, scaler: str) -> di
 
     clf, scale = joblib.load(model), joblib.load(scaler)
     start_mb = _peak_mb()
-    clock = time.perf_counter()
+    clock, cpu = time.perf_counter(), time.process_time()
     df = pd.read_parquet(path)
     dates = pd.to_datetime(df[DATE_COLUMN], errors="coerce", format="ISO8601")
     df["days_since_purchase"] = (pd.Timestamp(as_of) - dates).dt.days
@@ -149,8 +157,14 @@ def run_baseline(path: str, out: str, as_of: str, model: str, scaler: str) -> di
     df["prediction"] = clf.predict(x)
     df["churn_probability"] = clf.predict_proba(x)[:, 1]
     df[[ID_COLUMN, "prediction", "churn_probability"]].to_parquet(out)
-    seconds = time.perf_counter() - clock
-    return {"rows": int(ok.size), "seconds": seconds, "peak_mb": _peak_mb(), "start_mb": start_mb}
+    seconds, cpu_s = time.perf_counter() - clock, time.process_time() - cpu
+    return {
+        "rows": int(ok.size),
+        "seconds": seconds,
+        "cpu_s": cpu_s,
+        "peak_mb": _peak_mb(),
+        "start_mb": start_mb,
+    }
 
 
 def run_limit(path: str, model: str, scaler: str) -> dict:
@@ -163,16 +177,17 @@ def run_limit(path: str, model: str, scaler: str) -> dict:
 
     clf, scale = joblib.load(model), joblib.load(scaler)
     start_mb = _peak_mb()
-    clock = time.perf_counter()
+    clock, cpu = time.perf_counter(), time.process_time()
     table = pq.read_table(path, columns=list(INPUT_COLUMNS), read_dictionary=[DATE_COLUMN])
-    read_s = time.perf_counter() - clock
+    read_s, read_cpu = time.perf_counter() - clock, time.process_time() - cpu
     x = matrix_from_frame(validate_frame(frame_for_validation(table), REFERENCE_AS_OF))
-    clock = time.perf_counter()
+    clock, cpu = time.perf_counter(), time.process_time()
     clf.predict_proba(scale.transform(x))
-    proba_s = time.perf_counter() - clock
+    proba_s, proba_cpu = time.perf_counter() - clock, time.process_time() - cpu
     return {
         "rows": table.num_rows,
         "seconds": read_s + proba_s,
+        "cpu_s": read_cpu + proba_cpu,
         "read_s": read_s,
         "proba_s": proba_s,
         "peak_mb": _peak_mb(),
@@ -194,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     model_files = {"model": stored.path_of(MODEL_FILE), "scaler": stored.path_of(SCALER_FILE)}
     as_of = REFERENCE_AS_OF.isoformat()
     print(f"model {predictor.tag} ({predictor.metadata.get('classifier')}), as of {as_of}")
+    print(f"load average at start: {_load()}")
     one, two = dataset(args.rows), dataset(2 * args.rows)
     results: dict[str, list[dict]] = {"script": [], "baseline": [], "limit": [], "script_2x": []}
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
@@ -207,22 +223,27 @@ def main(argv: list[str] | None = None) -> int:
                 measure("baseline", path=str(one), out=base, as_of=as_of, **model_files)
             )
             results["limit"].append(measure("limit", path=str(one), **model_files))
+            results["script_2x"].append(
+                measure("script", path=str(two), out=f"{tmp}/out2", tag=predictor.tag, as_of=as_of)
+            )
             print(f"  round {i + 1}/{args.repeat} done", file=sys.stderr)
-        results["script_2x"].append(
-            measure("script", path=str(two), out=f"{tmp}/out2", tag=predictor.tag, as_of=as_of)
-        )
     report(results)
+    print(f"load average at end: {_load()} ({os.cpu_count()} CPUs)")
     return 0
+
+
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def report(results: dict[str, list[dict]]) -> None:
     med = {k: _median(v) for k, v in results.items()}
-    head = ("approach", "rows", "seconds", "rows/s", "peak MB", "start MB")
-    print("\n{:<12}{:>12}{:>10}{:>14}{:>10}{:>10}".format(*head))
+    head = ("approach", "rows", "seconds", "rows/s", "CPU s", "peak MB", "start MB")
+    print("\n{:<12}{:>12}{:>10}{:>14}{:>8}{:>10}{:>10}".format(*head))
     for name, r in med.items():
         print(
             f"{name:<12}{r['rows']:>12,}{r['seconds']:>10.2f}{r['rows'] / r['seconds']:>14,.0f}"
-            f"{r['peak_mb']:>10.0f}{r['start_mb']:>10.0f}"
+            f"{r['cpu_s']:>8.2f}{r['peak_mb']:>10.0f}{r['start_mb']:>10.0f}"
         )
     rate = {k: r["rows"] / r["seconds"] for k, r in med.items()}
     s, b, lim, s2 = med["script"], med["baseline"], med["limit"], med["script_2x"]
@@ -233,6 +254,8 @@ def report(results: dict[str, list[dict]]) -> None:
         f"\npeak memory: script / baseline = {s['peak_mb'] / b['peak_mb']:.0%} (target < 25%)"
         f"\n             script at 2x rows / at 1x = {s2['peak_mb'] / s['peak_mb']:.2f}x"
         f" (flat = 1.00)"
+        f"\nCPU seconds: script / limit = {s['cpu_s'] / lim['cpu_s']:.2f}x,"
+        f" script / baseline = {s['cpu_s'] / b['cpu_s']:.2f}x"
         f"\nlimit pieces: read {lim['read_s']:.2f}s + predict_proba {lim['proba_s']:.2f}s"
         f"\nscript cold start (imports + model load, not in its time): {s['startup_s']:.1f}s"
         f"; outputs: {s['scored']:,} scored + {s['rejected']:,} rejected = {s['rows']:,} rows in"
@@ -240,10 +263,11 @@ def report(results: dict[str, list[dict]]) -> None:
 
 
 def _median(runs: list[dict]) -> dict:
-    """The run with the median time, with the median peak memory."""
+    """The run with the median time, with the median peak memory and CPU time."""
     ordered = sorted(runs, key=lambda r: r["seconds"])
     middle = dict(ordered[len(ordered) // 2])
     middle["peak_mb"] = statistics.median(r["peak_mb"] for r in runs)
+    middle["cpu_s"] = statistics.median(r["cpu_s"] for r in runs)
     return middle
 
 
