@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from models.contract import FEATURES
+from models.contract import CONFIDENCE_LEVELS, FEATURES
 
 from .duplicates import Duplicates
-from .scoring import CONFIDENCE_LEVELS, ScoredChunk
+from .scoring import ScoredChunk
 
 HISTOGRAM_BINS = 20
 PSI_MODERATE, PSI_SIGNIFICANT = 0.1, 0.25

@@ -10,11 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from models.contract import (
+    CONFIDENCE_LEVELS,
     ERROR_COLUMN,
-    HIGH_CONFIDENCE,
     ID_COLUMN,
     INPUT_COLUMNS,
-    MEDIUM_CONFIDENCE,
     PREDICTION_COLUMNS,
 )
 from models.features import matrix_from_frame
@@ -28,7 +27,6 @@ AS_OF_COLUMN = "as_of"
 SCORED_AT_COLUMN = "scored_at"
 SOURCE_COLUMN = "source_file"
 ROW_COLUMN = "source_row"
-CONFIDENCE_LEVELS = ("low", "medium", "high")  # in the order of `confidence_codes`
 _LEVEL_TEXT = pa.array(CONFIDENCE_LEVELS, pa.string())
 
 PREDICTION_SCHEMA = pa.schema(
@@ -131,15 +129,6 @@ def _repeated(value: object, kind: pa.DataType, n: int) -> pa.Array:
     return have.slice(0, n)
 
 
-def confidence_codes(probability: np.ndarray) -> np.ndarray:
-    """`scores_from_probability`'s confidence band of each row as an index into CONFIDENCE_LEVELS.
-
-    The same rule on the same probability (a test pins the two together); as small integers the
-    bands become arrow text and counts without reading back the `Scores.confidence_level`
-    strings, which cost more than `predict_proba` itself (a Python object per row)."""
-    return (probability >= MEDIUM_CONFIDENCE).astype(np.int8) + (probability >= HIGH_CONFIDENCE)
-
-
 def _text(value: object) -> str | None:
     return None if value is None else str(value)
 
@@ -176,7 +165,7 @@ def score_chunk(run: RunInfo, chunk: Chunk, scored_at: datetime | None = None) -
     else:
         ids = pa.chunked_array([], TEXT)
     when = scored_at or datetime.now(UTC)
-    levels = confidence_codes(scores.probability)
+    levels = scores.band
     predictions = pa.table(
         [
             ids.cast(TEXT),

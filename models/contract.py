@@ -29,6 +29,8 @@ PURCHASE_HISTORY_MIN: Final = 0
 DECISION_THRESHOLD: Final = 0.5
 HIGH_CONFIDENCE: Final = 0.9
 MEDIUM_CONFIDENCE: Final = 0.7
+# Confidence bands, lowest first: `Scores.band` indexes this tuple.
+CONFIDENCE_LEVELS: Final = ("low", "medium", "high")
 MAX_BATCH_ITEMS: Final = 1000
 
 PREDICTION_COLUMNS: Final = (

@@ -14,6 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from models.contract import (
+    CONFIDENCE_LEVELS,
     DECISION_THRESHOLD,
     DEFAULT_MODEL_TAG,
     FEATURES,
@@ -25,7 +26,7 @@ from models.contract import (
 )
 from models.errors import ModelUnavailableError
 
-_CONFIDENCE_LEVELS = np.array(["low", "medium", "high"], dtype=object)
+_LEVEL_OBJECTS = np.array(CONFIDENCE_LEVELS, dtype=object)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,7 @@ class Scores:
     churn_probability: np.ndarray  # float64, P(churn)
     probability: np.ndarray  # float64, P(predicted class)
     confidence_level: np.ndarray  # object: "high" | "medium" | "low"
+    band: np.ndarray  # int8: index of each row's level in CONFIDENCE_LEVELS
 
     def __len__(self) -> int:
         return len(self.prediction)
@@ -56,7 +58,7 @@ def scores_from_probability(churn_probability: np.ndarray) -> Scores:
     # Index into three shared string objects: building one string per row cost more than
     # predict_proba itself on large batches.
     band = (probability >= MEDIUM_CONFIDENCE).astype(np.int8) + (probability >= HIGH_CONFIDENCE)
-    return Scores(prediction, churn_probability, probability, _CONFIDENCE_LEVELS[band])
+    return Scores(prediction, churn_probability, probability, _LEVEL_OBJECTS[band], band)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,9 +8,7 @@ from batch.duplicates import DuplicateCounter, hash_strings
 from batch.output import OutputExistsError, staged_output
 from batch.reader import InputError, resolve_inputs
 from batch.report import anomalies, bin_counts, drift_status, psi
-from batch.scoring import CONFIDENCE_LEVELS, TEXT, confidence_codes, rejects_schema
-from models.contract import DECISION_THRESHOLD, HIGH_CONFIDENCE, MEDIUM_CONFIDENCE
-from models.predictor import scores_from_probability
+from batch.scoring import TEXT, rejects_schema
 
 
 def test_inputs_resolve_files_directories_and_globs(tmp_path):
@@ -43,16 +41,6 @@ def test_id_hash_does_not_depend_on_the_other_ids_in_the_chunk():
     mixed = hash_strings(pa.array(["x" * 40, "a", "bb"]))
     assert mixed[1] == alone
     assert len(set(hash_strings(pa.array([f"c-{i}" for i in range(10_000)])))) == 10_000
-
-
-def test_confidence_codes_are_the_predictors_bands():
-    edges = [0.0, 1.0, DECISION_THRESHOLD, MEDIUM_CONFIDENCE, HIGH_CONFIDENCE]
-    edges += [1 - MEDIUM_CONFIDENCE, 1 - HIGH_CONFIDENCE]
-    near = [np.nextafter(e, d) for e in edges for d in (0.0, 1.0)]
-    p = np.clip(np.concatenate([edges, near, np.random.default_rng(0).random(10_000)]), 0, 1)
-    scores = scores_from_probability(p)
-    levels = np.array(CONFIDENCE_LEVELS, object)[confidence_codes(scores.probability)]
-    assert levels.tolist() == scores.confidence_level.tolist()
 
 
 def test_bin_counts_match_a_binary_search_per_value():

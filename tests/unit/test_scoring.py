@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.contract import FEATURES, PREDICTION_COLUMNS
+from models.contract import (
+    CONFIDENCE_LEVELS,
+    FEATURES,
+    HIGH_CONFIDENCE,
+    MEDIUM_CONFIDENCE,
+    PREDICTION_COLUMNS,
+)
 from models.features import days_since_purchase, matrix_from_frame, matrix_from_records
 from models.predict import score_frame, score_requests, split_requests
 from models.predictor import ChurnPredictor, scores_from_probability
@@ -158,3 +164,13 @@ def test_other_models_use_predict_proba():
     assert predictor.linear is None
     predictor.churn_probability(np.ones((3, 4)))
     assert predictor.model.calls == 1
+
+
+def test_band_codes_index_the_confidence_levels_at_every_edge():
+    edges = [0.0, 1.0, 0.5, MEDIUM_CONFIDENCE, HIGH_CONFIDENCE, 1 - MEDIUM_CONFIDENCE]
+    edges += [1 - HIGH_CONFIDENCE]
+    near = [np.nextafter(e, d) for e in edges for d in (0.0, 1.0)]
+    p = np.clip(np.concatenate([edges, near, np.random.default_rng(0).random(10_000)]), 0, 1)
+    scores = scores_from_probability(p)
+    levels = np.array(CONFIDENCE_LEVELS, object)[scores.band]
+    assert levels.tolist() == scores.confidence_level.tolist()
