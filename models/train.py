@@ -14,13 +14,14 @@ from typing import Any
 
 import bentoml
 import numpy as np
+from bentoml.exceptions import NotFound
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from models.contract import MODEL_NAME
+from models.contract import DEFAULT_MODEL_TAG
 from models.data import REFERENCE_AS_OF, synthetic_customers
 from models.features import matrix_from_frame
 from models.store import feature_profile, save_to_store
@@ -79,6 +80,14 @@ def choose(candidates: list[Candidate]) -> Candidate:
     return min(good, key=lambda c: c.metrics["single_row_ms"])
 
 
+def latest_stored() -> str | None:
+    """The tag of the newest churn model in the store, or None on an empty store."""
+    try:
+        return str(bentoml.models.get(DEFAULT_MODEL_TAG).tag)
+    except NotFound:
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=20_000)
@@ -88,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         "--if-missing", action="store_true", help="do nothing if the store has a churn model"
     )
     args = parser.parse_args(argv)
-    if args.if_missing and bentoml.models.list(MODEL_NAME):
-        print(f"the model store already has {bentoml.models.get(MODEL_NAME + ':latest').tag}")
+    if args.if_missing and (existing := latest_stored()):
+        print(f"the model store already has {existing}; not training")
         return 0
 
     x, y = training_data(args.rows, args.seed)

@@ -1,5 +1,8 @@
 """Training is reproducible and stores what serving and drift checks need; imports are checked."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import bentoml
@@ -88,3 +91,18 @@ def test_import_refuses_artifacts_that_do_not_fit_the_contract(
 def test_import_names_a_missing_file(tmp_path: Path, capsys):
     assert import_model.main(["--model", str(tmp_path / "nope.pkl"), "--scaler", "x"]) == 2
     assert "nope.pkl does not exist" in capsys.readouterr().err
+
+
+def test_if_missing_trains_into_an_empty_store_and_then_leaves_it_alone(tmp_path):
+    script = (
+        "import sys; from models import train; "
+        "sys.exit(train.main(['--rows', '2000', '--classifier', 'logistic_regression', "
+        "'--if-missing']))"
+    )
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "empty-home")}
+    first = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    assert "saved churn_model:" in first.stdout
+    again = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert "not training" in again.stdout
