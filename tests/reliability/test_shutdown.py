@@ -42,7 +42,7 @@ def test_sigterm_under_load_completes_accepted_requests_and_exits_0(logs_dir, se
     threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
     for t in threads:
         t.start()
-    wait_until(lambda: len(results) >= 50, 60, "load on the bento")
+    wait_until(lambda: len(results) >= 150, 60, "load on the bento")
     signalled = time.monotonic()
     bento.proc.send_signal(signal.SIGTERM)
     exit_code = bento.proc.wait(60)
