@@ -11,7 +11,7 @@ Generating process (all draws from one `numpy.random.Generator` seeded by `seed`
   age; b0 is solved so that about 20% of customers churn.
 """
 
-from datetime import date, timedelta
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -60,8 +60,3 @@ def synthetic_customers(n: int, seed: int = 42, as_of: date = REFERENCE_AS_OF) -
             "churned": churned.astype(np.int64),
         }
     )
-
-
-def days_before(as_of: date, days: int) -> str:
-    """An ISO date `days` before `as_of` (for building test and benchmark records)."""
-    return (as_of - timedelta(days=days)).isoformat()

@@ -5,11 +5,10 @@ from datetime import date
 
 import numpy as np
 
+from models.contract import DATE_COLUMN
 from models.errors import FieldError
 from models.schema import CustomerFeatures
 from models.validation import ValidatedFrame, describe
-
-DATE_FIELD = "last_purchase_date"
 
 
 def feature_matrix(
@@ -33,7 +32,7 @@ def days_since_purchase(last_purchase: date, as_of: date) -> int:
 def future_date_error(features: CustomerFeatures, as_of: date) -> FieldError | None:
     """The one contract rule pydantic cannot check alone, because it depends on the as-of date."""
     if features.last_purchase_date > as_of:
-        return describe(DATE_FIELD, "future_date", as_of)
+        return describe(DATE_COLUMN, "future_date", as_of)
     return None
 
 

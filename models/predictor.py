@@ -3,6 +3,7 @@
 import os
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import bentoml
@@ -120,7 +121,7 @@ class ChurnPredictor:
     def score(self, matrix: np.ndarray) -> Scores:
         return scores_from_probability(self.churn_probability(matrix))
 
-    @property
+    @cached_property
     def _churn_column(self) -> int:
         return int(np.flatnonzero(np.asarray(self.model.classes_) == 1)[0])
 
