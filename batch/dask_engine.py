@@ -24,7 +24,7 @@ from .duplicates import DuplicateCounter, Duplicates
 from .engine import DUPLICATES_DIR, scored_ids
 from .output import PREDICTIONS_FILE, REJECTED_FILE
 from .progress import RunProgress
-from .reader import Chunk, InputError, Source, frame_for_validation
+from .reader import Chunk, InputError, Source
 from .report import Stats, drift_edges
 from .scoring import RunInfo, prediction_writer, score_chunk
 
@@ -44,7 +44,7 @@ def score_partition(
     """Score one partition on a worker, write its output parts, return its statistics."""
     number = partition_info["number"] if partition_info else 0
     table = pa.Table.from_pandas(part, preserve_index=False)
-    chunk = Chunk(source, offsets[number], table, frame_for_validation(table))
+    chunk = Chunk(source, offsets[number], table, table)
     scored = score_chunk(run, chunk)
     name = f"part-{file_index:04d}-{number:05d}.parquet"
     with prediction_writer(Path(staging, PREDICTIONS_FILE, name)) as writer:

@@ -1,8 +1,9 @@
 """Input files as bounded chunks: parquet (record batches), CSV and JSON lines (blocks of rows).
 
 Every chunk carries the original values as an arrow table (what goes to the rejects file, extra
-columns included) and, when the format needs it, the frame `validate_frame` should see (CSV text
-becomes numbers where it parses; JSON keeps each value's own type).
+columns included) and what `validate_frame` should see: the same table for parquet, a pandas
+frame for text formats (CSV text becomes numbers where it parses; JSON keeps each value's own
+type).
 """
 
 import glob
@@ -18,6 +19,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from models.contract import DATE_COLUMN, INPUT_COLUMNS, NUMERIC_FIELDS
+from models.frames import Frame
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl"}
 FORMATS |= {".ndjson": "jsonl", ".json": "jsonl"}
@@ -36,7 +38,7 @@ class Chunk:
     source: str
     first_row: int
     table: pa.Table
-    frame: pd.DataFrame
+    frame: Frame
 
 
 def resolve_inputs(patterns: list[str]) -> list[Path]:
@@ -64,17 +66,9 @@ def resolve_inputs(patterns: list[str]) -> list[Path]:
     return found
 
 
-def frame_for_validation(table: pa.Table) -> pd.DataFrame:
-    """The contract's columns of an arrow table as pandas, cheaply: strings stay arrow-backed, a
-    dictionary-encoded date column becomes a Categorical (parsed once per distinct date)."""
-    present = [c for c in INPUT_COLUMNS if c in table.column_names]
-    cols = []
-    for name in present:
-        col = table.column(name)
-        if pa.types.is_dictionary(col.type) and name != DATE_COLUMN:
-            col = col.cast(col.type.value_type)
-        cols.append(col)
-    return pa.table(cols, names=present).to_pandas(date_as_object=False)
+def text_frame(table: pa.Table) -> pd.DataFrame:
+    """The contract's columns of a CSV chunk (all text) as pandas, to be parsed further."""
+    return table.select([c for c in INPUT_COLUMNS if c in table.column_names]).to_pandas()
 
 
 class Source:
@@ -104,7 +98,7 @@ class Source:
         schema = meta.schema.to_arrow_schema()
         return pa.schema([f.with_metadata(None) for f in schema]), meta.num_rows
 
-    def _read_parquet(self, rows: int) -> Iterator[tuple[pa.Table, pd.DataFrame]]:
+    def _read_parquet(self, rows: int) -> Iterator[tuple[pa.Table, Frame]]:
         field = self.schema.field(DATE_COLUMN) if DATE_COLUMN in self.schema.names else None
         as_dict = [DATE_COLUMN] if field and pa.types.is_string(field.type) else []
         if field and pa.types.is_large_string(field.type):
@@ -121,7 +115,7 @@ class Source:
         for group in range(reader.num_row_groups):
             for batch in reader.iter_batches(rows, row_groups=[group], use_threads=False):
                 table = pa.Table.from_batches([batch])
-                yield table, frame_for_validation(table)
+                yield table, table  # typed columns: validated as arrow, no pandas copy
 
     # CSV: every column as text (the original values); numeric columns parsed for validation.
     def _open_csv(self) -> tuple[pa.Schema, int | None]:
@@ -140,7 +134,7 @@ class Source:
         with pacsv.open_csv(self.path, read_options=read, convert_options=convert) as reader:
             for batch in reader:
                 table = pa.Table.from_batches([batch])
-                frame = frame_for_validation(table)
+                frame = text_frame(table)
                 for name in NUMERIC_FIELDS:
                     if name in frame.columns:
                         frame[name] = _numbers_from_text(frame[name])

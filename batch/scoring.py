@@ -17,8 +17,8 @@ from models.contract import (
     PREDICTION_COLUMNS,
 )
 from models.features import matrix_from_frame
+from models.frames import validate_frame
 from models.predictor import ChurnPredictor, Scores
-from models.validation import validate_frame
 
 from .reader import TEXT, Chunk
 

@@ -171,16 +171,15 @@ def run_limit(path: str, model: str, scaler: str) -> dict:
     """Reading the needed columns (the fastest way we know) + predict_proba, each timed alone."""
     import joblib
 
-    from batch.reader import frame_for_validation
     from models.features import matrix_from_frame
-    from models.validation import validate_frame
+    from models.frames import validate_frame
 
     clf, scale = joblib.load(model), joblib.load(scaler)
     start_mb = _peak_mb()
     clock, cpu = time.perf_counter(), time.process_time()
     table = pq.read_table(path, columns=list(INPUT_COLUMNS), read_dictionary=[DATE_COLUMN])
     read_s, read_cpu = time.perf_counter() - clock, time.process_time() - cpu
-    x = matrix_from_frame(validate_frame(frame_for_validation(table), REFERENCE_AS_OF))
+    x = matrix_from_frame(validate_frame(table, REFERENCE_AS_OF))
     clock, cpu = time.perf_counter(), time.process_time()
     clf.predict_proba(scale.transform(x))
     proba_s, proba_cpu = time.perf_counter() - clock, time.process_time() - cpu

@@ -7,8 +7,9 @@ import numpy as np
 
 from models.contract import DATE_COLUMN
 from models.errors import FieldError
+from models.frames import ValidatedFrame
 from models.schema import CustomerFeatures
-from models.validation import ValidatedFrame, describe
+from models.validation import describe
 
 
 def feature_matrix(

@@ -12,9 +12,10 @@ from pydantic import ValidationError
 from models.contract import ERROR_COLUMN, ID_COLUMN, PREDICTION_COLUMNS
 from models.errors import FieldError
 from models.features import future_date_error, matrix_from_frame, matrix_from_records
+from models.frames import validate_frame
 from models.predictor import ChurnPredictor, Scores
 from models.schema import PredictRequest
-from models.validation import field_errors_from_pydantic, validate_frame
+from models.validation import field_errors_from_pydantic
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,8 +24,8 @@ from sklearn.preprocessing import StandardScaler
 from models.contract import DEFAULT_MODEL_TAG
 from models.data import REFERENCE_AS_OF, synthetic_customers
 from models.features import matrix_from_frame
+from models.frames import validate_frame
 from models.store import feature_profile, save_to_store
-from models.validation import validate_frame
 
 LOG_LOSS_TOLERANCE = 0.002
 CANDIDATES = {

@@ -14,10 +14,10 @@ from models.contract import (
     PREDICTION_COLUMNS,
 )
 from models.features import days_since_purchase, matrix_from_frame, matrix_from_records
+from models.frames import validate_frame
 from models.predict import score_frame, score_requests, split_requests
 from models.predictor import ChurnPredictor, scores_from_probability
 from models.schema import CustomerFeatures
-from models.validation import validate_frame
 
 AS_OF = date(2026, 6, 30)
 

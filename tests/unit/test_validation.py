@@ -4,13 +4,15 @@ from datetime import UTC, date, datetime
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from models.contract import INPUT_COLUMNS
+from models.contract import DATE_COLUMN, INPUT_COLUMNS
+from models.frames import validate_frame
 from models.predict import Rejected, check_request
 from models.schema import PredictRequest
-from models.validation import DateFieldError, parse_purchase_date, validate_frame
+from models.validation import DateFieldError, parse_purchase_date
 
 AS_OF = date(2026, 6, 30)
 GOOD = {
@@ -57,6 +59,17 @@ def frame_code(record: dict) -> str | None:
     return checked.codes[0]
 
 
+def arrow_code(record: dict) -> str | None:
+    """The code for a one-row arrow table, its text date dictionary-encoded as batch reads it."""
+    table = pa.Table.from_pylist([record])
+    date_col = table.column(DATE_COLUMN)
+    if pa.types.is_string(date_col.type):
+        table = table.set_column(
+            table.column_names.index(DATE_COLUMN), DATE_COLUMN, date_col.dictionary_encode()
+        )
+    return validate_frame(table, AS_OF).codes[0]
+
+
 def record_code(record: dict) -> str | None:
     result = check_request(as_request(record), 0, AS_OF)
     if isinstance(result, Rejected):
@@ -68,6 +81,7 @@ def record_code(record: dict) -> str | None:
 def test_each_invalid_value_is_rejected_with_the_same_code_on_both_paths(override, expected):
     record = {**GOOD, **override}
     assert frame_code(record) == expected
+    assert arrow_code(record) == expected
     assert record_code(record) == expected
 
 
@@ -81,6 +95,7 @@ def test_reason_text_is_identical_on_both_paths():
 
 def test_valid_record_passes_both_paths():
     assert frame_code(GOOD) is None
+    assert arrow_code(GOOD) is None
     assert record_code(GOOD) is None
 
 
@@ -144,3 +159,43 @@ def test_validation_of_a_large_frame_is_column_wise():
     checked = validate_frame(frame, AS_OF)
     assert int((~checked.valid).sum()) == n // 10
     assert np.all(checked.numeric["income"] == 55_000.0)
+
+
+def typed_table(date_type: pa.DataType) -> pa.Table:
+    """A parquet-like table: typed columns, nulls and in-type bad values, one per row."""
+    ok = [1.0] * 11
+    return pa.table(
+        {
+            "customer_id": pa.array(["a", None, "", *"bcdefghi"], pa.large_string()),
+            "age": [30.0, 30.0, 30.0, None, float("nan"), -1.0, *[30.0] * 5],
+            "income": [*ok[:6], float("inf"), *ok[:4]],
+            "purchase_history": pa.array([*[1] * 7, None, 1, 1, 1], pa.int64()),
+            DATE_COLUMN: pa.array(
+                [*["2026-01-01"] * 8, "2026-13-01", "2027-01-01", None], date_type
+            ),
+        }
+    )
+
+
+@pytest.mark.parametrize("date_type", [pa.string(), pa.dictionary(pa.int32(), pa.string())])
+def test_an_arrow_table_is_checked_like_its_pandas_copy(date_type):
+    table = typed_table(date_type)
+    from_arrow = validate_frame(table, AS_OF)
+    from_pandas = validate_frame(table.to_pandas(), AS_OF)
+    assert from_arrow.codes.tolist() == from_pandas.codes.tolist()
+    assert from_arrow.codes.tolist() == [
+        None,
+        "customer_id:null",
+        "customer_id:out_of_range",
+        "age:null",
+        "age:null",
+        "age:out_of_range",
+        "income:not_finite",
+        "purchase_history:null",
+        "last_purchase_date:bad_date",
+        "last_purchase_date:future_date",
+        "last_purchase_date:null",
+    ]
+    for name in ("age", "income", "purchase_history"):
+        np.testing.assert_array_equal(from_arrow.numeric[name], from_pandas.numeric[name])
+    np.testing.assert_array_equal(from_arrow.days_since_purchase, from_pandas.days_since_purchase)
