@@ -50,8 +50,8 @@ def messy(tmp_path_factory, model_tag):
     out = d / "out"
     assert run_batch([d], out, model_tag) == 0
     predictions, rejected, report = read_outputs(out)
-    return {"dir": d, "typed": typed, "expected": expected, "predictions": predictions,
-            "rejected": rejected, "report": report}  # fmt: skip
+    return {"dir": d, "out": out, "typed": typed, "expected": expected,
+            "predictions": predictions, "rejected": rejected, "report": report}  # fmt: skip
 
 
 def test_every_row_ends_in_exactly_one_file(messy):
@@ -123,6 +123,16 @@ def test_predictions_have_the_documented_columns(messy, model_tag):
     assert p["churn_probability"].between(0, 1).all()
     assert ((p["churn_probability"] >= 0.5) == (p["prediction"] == 1)).all()
     assert set(p["confidence_level"]) <= {"high", "medium", "low"}
+
+
+def test_predictions_file_has_plain_column_types(messy):
+    # The label columns are written from arrow dictionaries; readers still see plain text.
+    schema = pq.read_schema(messy["out"] / "predictions.parquet")
+    assert {name: str(schema.field(name).type) for name in schema.names} == {
+        "customer_id": "string", "prediction": "int64", "churn_probability": "double",
+        "probability": "double", "confidence_level": "string", "model_version": "string",
+        "as_of": "date32[day]", "scored_at": "timestamp[us, tz=UTC]",
+    }  # fmt: skip
 
 
 def test_report_counts_failures_by_reason(messy):
