@@ -46,6 +46,9 @@ def _cores() -> int:
 
 
 SCORERS = max(1, min(4, _cores() - 1))
+# Chunks waiting at each stage beyond the ones being worked on: a stage finishing early finds its
+# next chunk ready instead of idling until the slower stage hands one over.
+QUEUED = 1
 
 
 def read_ahead(items: Iterator[T]) -> Iterator[T]:
@@ -109,12 +112,12 @@ def run_local(
     writes: deque[Future[None]] = deque()
 
     def hand_over_oldest() -> None:
-        """Write the oldest scored chunk (keeps input order) once the previous write is done."""
+        """Queue the oldest scored chunk for the writer, whose one thread keeps input order."""
         done = scoring.popleft().result()
-        while writes:
-            writes.popleft().result()
         writes.append(writer.submit(write, done))
         progress.advance(done.rows)
+        while len(writes) > QUEUED + 1:
+            writes.popleft().result()
 
     try:
         with (
@@ -123,7 +126,7 @@ def run_local(
         ):
             for chunk in read_ahead(all_chunks(sources, chunk_rows)):
                 scoring.append(scorers.submit(_score, run, edges, chunk))
-                if len(scoring) >= SCORERS:
+                if len(scoring) == SCORERS + QUEUED:
                     hand_over_oldest()
             while scoring:
                 hand_over_oldest()
