@@ -4,10 +4,10 @@ A reader thread decodes the next chunk, `SCORERS` threads score chunks side by s
 writer thread appends the results to the outputs in input order. pyarrow releases the GIL while
 it decodes and encodes parquet and NumPy while it loops over large arrays, so these overlap.
 Memory is bounded by the chunks in flight (one read ahead, `SCORERS` being scored, one being
-written), whatever the input size.
+written, and `QUEUED` waiting before each of the last two), whatever the input size.
 
-One core is left to reading and writing: on two cores a second scoring thread cost ~30 MB of
-peak memory and gained no throughput in the benchmark (the cores were already busy).
+One core is left to reading and writing: on two cores a second scoring thread was ~10% faster
+but cost ~25 MB of peak memory, past the batch benchmark's memory target.
 """
 
 import os
