@@ -160,12 +160,33 @@ def rejected_table(chunk: Chunk, rows: np.ndarray, reasons: np.ndarray, schema: 
     return pa.table(columns, schema=schema)
 
 
+@dataclass(frozen=True, slots=True)
+class CheckedChunk:
+    """A chunk after validation: which rows passed, why the others did not, the features."""
+
+    chunk: Chunk
+    valid: np.ndarray  # bool, one per row of the chunk
+    errors: np.ndarray  # object: the reason of each failing row, None elsewhere
+    features: np.ndarray  # the valid rows' feature matrix
+
+
+def check_chunk(run: RunInfo, chunk: Chunk) -> CheckedChunk:
+    """Validate a chunk and build its feature matrix, as the service does."""
+    checked = validate_frame(chunk.frame, run.as_of)
+    return CheckedChunk(chunk, checked.valid, checked.errors, matrix_from_frame(checked))
+
+
 def score_chunk(run: RunInfo, chunk: Chunk, scored_at: datetime | None = None) -> ScoredChunk:
     """Validate, build features and score one chunk exactly as the service does."""
-    checked = validate_frame(chunk.frame, run.as_of)
-    features = matrix_from_frame(checked)
+    return score_checked(run, check_chunk(run, chunk), scored_at)
+
+
+def score_checked(
+    run: RunInfo, checked: CheckedChunk, scored_at: datetime | None = None
+) -> ScoredChunk:
+    """Score a validated chunk; every row ends in the predictions or the rejects table."""
+    chunk, valid, features = checked.chunk, checked.valid, checked.features
     scores = run.predictor.score(features)
-    valid = checked.valid
     n = len(scores)
     if n:
         ids = chunk.table.column(ID_COLUMN)
