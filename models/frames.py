@@ -161,6 +161,8 @@ def validate_frame(frame: Frame, as_of: date) -> ValidatedFrame:
     codes = np.full(n, None, object)
 
     def reject(field: str, mask: np.ndarray, code: str) -> None:
+        if not mask.any():  # the usual case: one pass instead of three
+            return
         new = mask & ~failing
         if new.any():
             err = describe(field, code, as_of)
@@ -204,7 +206,8 @@ def validate_frame(frame: Frame, as_of: date) -> ValidatedFrame:
 def _column(frame: Frame, field: str) -> Column:
     if isinstance(frame, pd.DataFrame):
         return frame[field]
-    col = frame.column(field).combine_chunks()
+    chunked = frame.column(field)
+    col = chunked.chunk(0) if chunked.num_chunks == 1 else chunked.combine_chunks()
     if pa.types.is_dictionary(col.type) and field != DATE_COLUMN:
         col = col.cast(col.type.value_type)  # only the date check reads dictionaries
     return col
