@@ -222,7 +222,10 @@ def _id_column(col: Column) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         col = _as_pandas(col)
     null = col.isna().to_numpy(bool)
     if pd.api.types.is_string_dtype(col) and col.dtype != object:
-        return null, np.ones(len(col), bool), _text_lengths(pa.array(col))
+        text = pa.array(col)
+        if pa.types.is_dictionary(text.type):  # a Categorical of strings
+            text = text.cast(text.type.value_type)
+        return null, np.ones(len(col), bool), _text_lengths(text)
     is_str = _is_instance(col, (str,))
     lengths = col.where(is_str & ~null, "x").astype(str).str.len().to_numpy()
     return null, is_str, lengths

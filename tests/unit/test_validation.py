@@ -1,6 +1,7 @@
 """The contract's checks: the frame validator and the per-record pydantic path agree."""
 
 from datetime import UTC, date, datetime
+from decimal import Decimal
 
 import numpy as np
 import pandas as pd
@@ -198,4 +199,36 @@ def test_an_arrow_table_is_checked_like_its_pandas_copy(date_type):
     ]
     for name in ("age", "income", "purchase_history"):
         np.testing.assert_array_equal(from_arrow.numeric[name], from_pandas.numeric[name])
+    np.testing.assert_array_equal(from_arrow.days_since_purchase, from_pandas.days_since_purchase)
+
+
+# Column types a parquet file may hold for each field, beyond the contract's own.
+ODD_COLUMNS = {
+    "age uint64": ("age", pa.array([30, 200, None], pa.uint64())),
+    "age float32": ("age", pa.array([30.5, None, 1e9], pa.float32())),
+    "age decimal": ("age", pa.array([Decimal("30.5"), None, Decimal("1")], pa.decimal128(5, 1))),
+    "age bool": ("age", pa.array([True, None, False])),
+    "age dictionary": ("age", pa.array([30.0, 400.0, None]).dictionary_encode()),
+    "income all null": ("income", pa.nulls(3)),
+    "id integer": ("customer_id", pa.array([1, 2, None])),
+    "id binary": ("customer_id", pa.array([b"a", b"b", None])),
+    "id dictionary": ("customer_id", pa.array(["a", "", None]).dictionary_encode()),
+    "date date32": (DATE_COLUMN, pa.array([date(2026, 1, 1), date(2027, 1, 1), None])),
+    "date timestamp": (
+        DATE_COLUMN,
+        pa.array([datetime(2026, 1, 1, 23), None, datetime(2026, 7, 1)], pa.timestamp("us", "UTC")),
+    ),
+    "date integer dictionary": (DATE_COLUMN, pa.array([20260101, None, 1]).dictionary_encode()),
+}
+
+
+@pytest.mark.parametrize("name", ODD_COLUMNS)
+def test_any_arrow_column_type_is_checked_like_its_pandas_copy(name):
+    field, column = ODD_COLUMNS[name]
+    base = pa.Table.from_pylist([{**GOOD, "customer_id": f"c-{i}"} for i in range(3)])
+    table = base.set_column(base.column_names.index(field), field, column)
+    from_arrow = validate_frame(table, AS_OF)
+    from_pandas = validate_frame(table.to_pandas(date_as_object=False), AS_OF)
+    assert from_arrow.codes.tolist() == from_pandas.codes.tolist()
+    assert any(from_arrow.codes)  # every odd column above holds at least one bad value
     np.testing.assert_array_equal(from_arrow.days_since_purchase, from_pandas.days_since_purchase)
