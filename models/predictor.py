@@ -37,18 +37,23 @@ class Scores:
     prediction: np.ndarray  # int64, 1 = churn
     churn_probability: np.ndarray  # float64, P(churn)
     probability: np.ndarray  # float64, P(predicted class)
-    confidence_level: np.ndarray  # object: "high" | "medium" | "low"
     band: np.ndarray  # int8: index of each row's level in CONFIDENCE_LEVELS
 
     def __len__(self) -> int:
         return len(self.prediction)
+
+    @property
+    def confidence_level(self) -> np.ndarray:
+        """Each row's level as text ("high" | "medium" | "low", an object array), built when
+        asked for: the batch script writes `band` as a dictionary column and never needs it."""
+        return _LEVEL_OBJECTS[self.band]
 
     def row(self, i: int) -> dict[str, Any]:
         return {
             "prediction": int(self.prediction[i]),
             "churn_probability": float(self.churn_probability[i]),
             "probability": float(self.probability[i]),
-            "confidence_level": str(self.confidence_level[i]),
+            "confidence_level": CONFIDENCE_LEVELS[self.band[i]],
         }
 
 
@@ -56,10 +61,10 @@ def scores_from_probability(churn_probability: np.ndarray) -> Scores:
     """Decision, class probability and confidence band from P(churn), per the contract."""
     prediction = (churn_probability >= DECISION_THRESHOLD).astype(np.int64)
     probability = np.where(prediction == 1, churn_probability, 1.0 - churn_probability)
-    # Index into three shared string objects: building one string per row cost more than
-    # predict_proba itself on large batches.
+    # Indices into the three levels: building one string per row cost more than predict_proba
+    # itself on large batches.
     band = (probability >= MEDIUM_CONFIDENCE).astype(np.int8) + (probability >= HIGH_CONFIDENCE)
-    return Scores(prediction, churn_probability, probability, _LEVEL_OBJECTS[band], band)
+    return Scores(prediction, churn_probability, probability, band)
 
 
 @dataclass(frozen=True, slots=True)
