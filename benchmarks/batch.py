@@ -1,17 +1,17 @@
 """Batch benchmark: the batch script against the pandas way and against the unavoidable work.
 
-    python -m benchmarks.batch [--rows 5000000] [--repeat 3]      (make bench-batch)
+    python -m benchmarks.batch [--rows 5000000] [--repeat 3] [--model TAG]   (make bench-batch)
 
 On a generated parquet file (`--rows` customers, 1% invalid, cached in benchmarks/.data/) it runs,
-each in a fresh subprocess so that peak memory (ru_maxrss) is that approach's alone:
+each in a fresh subprocess so that peak memory (VmHWM) is that approach's alone:
 - script:   `batch.predict.main` (imports and model load done before the clock starts);
 - baseline: what users ran before: pandas reads the whole file, parses dates, drops bad rows,
             one `predict` and one `predict_proba`, writes the result;
 - limit:    pyarrow reading the needed columns + `predict_proba` on the already-decoded
             feature matrix, timed piece by piece and added up;
 then the script again on twice the rows, to show its memory does not grow with the input.
-Each approach also reports its CPU seconds (all threads): on a shared machine wall time swings
-with the other jobs' load, CPU time much less. The load average is printed with the figures.
+Each approach also reports its CPU seconds (all threads). On a shared machine both swing from run
+to run, so compare the ratios within one run; the load average is printed with the figures.
 """
 
 import argparse
