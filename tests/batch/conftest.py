@@ -11,6 +11,7 @@ import pytest
 
 from batch.predict import main
 from tests.conftest import AS_OF
+from tests.invalid import TYPED_CASES
 
 GOOD = {
     "customer_id": "c-1",
@@ -20,26 +21,8 @@ GOOD = {
     "last_purchase_date": "2026-06-01",
 }
 
-BAD_DATE = "is not a valid ISO 8601 date or datetime"
 # (override, expected reason): every way a row of a typed parquet file can be invalid.
-TYPED_INVALID = [
-    ({"customer_id": None}, "customer_id: is null"),
-    ({"customer_id": ""}, "customer_id: must be 1 to 100 characters long"),
-    ({"customer_id": "x" * 101}, "customer_id: must be 1 to 100 characters long"),
-    ({"age": None}, "age: is null"),
-    ({"age": float("inf")}, "age: must be a finite number"),
-    ({"age": -1.0}, "age: must be between 0 and 120"),
-    ({"age": 120.5}, "age: must be between 0 and 120"),
-    ({"income": -0.01}, "income: must be >= 0"),
-    ({"income": float("-inf")}, "income: must be a finite number"),
-    ({"purchase_history": 2.5}, "purchase_history: must be a whole number"),
-    ({"purchase_history": -3}, "purchase_history: must be >= 0"),
-    ({"purchase_history": None}, "purchase_history: is null"),
-    ({"last_purchase_date": None}, "last_purchase_date: is null"),
-    ({"last_purchase_date": "yesterday"}, f"last_purchase_date: {BAD_DATE}"),
-    ({"last_purchase_date": "2026-02-30"}, f"last_purchase_date: {BAD_DATE}"),
-    ({"last_purchase_date": "2026-07-01"}, f"last_purchase_date: is after the as-of date {AS_OF}"),
-]  # fmt: skip
+TYPED_INVALID = [(case.override, case.reason) for case in TYPED_CASES]
 
 
 def customers(n: int, prefix: str = "c", start: int = 0) -> list[dict]:

@@ -4,13 +4,14 @@ Valid customers come from a fixed seed plus the contract's edge cases; invalid r
 the `field:code` every path must reject them with.
 """
 
-from datetime import date, timedelta
+from datetime import timedelta
 
 import numpy as np
 
 from models.contract import AGE_MAX, AGE_MIN, ID_COLUMN, INCOME_MIN, RAW_FEATURES
+from tests.conftest import AS_OF
+from tests.invalid import JSON_CASES
 
-AS_OF = date(2026, 6, 30)
 SEED = 20261126
 
 
@@ -51,37 +52,12 @@ def valid_customers(n: int = 2000) -> list[dict]:
 
 _BASE = {"age": 40.0, "income": 50_000.0, "purchase_history": 3, "last_purchase_date": _day(5)}
 
-# (override, expected "field:code"), all representable in JSON.
-_INVALID = [
-    ({ID_COLUMN: None}, "customer_id:null"),
-    ({ID_COLUMN: 12345}, "customer_id:wrong_type"),
-    ({ID_COLUMN: ""}, "customer_id:out_of_range"),
-    ({ID_COLUMN: "x" * 101}, "customer_id:out_of_range"),
-    ({"age": None}, "age:null"),
-    ({"age": "forty"}, "age:wrong_type"),
-    ({"age": -0.5}, "age:out_of_range"),
-    ({"age": 120.01}, "age:out_of_range"),
-    ({"income": None}, "income:null"),
-    ({"income": "rich"}, "income:wrong_type"),
-    ({"income": -1.0}, "income:out_of_range"),
-    ({"purchase_history": None}, "purchase_history:null"),
-    ({"purchase_history": 1.5}, "purchase_history:not_integer"),
-    ({"purchase_history": -1}, "purchase_history:out_of_range"),
-    ({"purchase_history": "3"}, "purchase_history:wrong_type"),
-    ({"last_purchase_date": None}, "last_purchase_date:null"),
-    ({"last_purchase_date": "31/12/2025"}, "last_purchase_date:bad_date"),
-    ({"last_purchase_date": "2026-02-30"}, "last_purchase_date:bad_date"),
-    ({"last_purchase_date": 20260101}, "last_purchase_date:wrong_type"),
-    ({"last_purchase_date": _day(-1)}, "last_purchase_date:future_date"),
-    ({"age": -3, "income": -3}, "age:out_of_range"),
-]
-
 
 def invalid_records() -> list[tuple[dict, str]]:
     """(flat record, expected "field:code") for every way a record breaks the contract."""
     out = []
-    for i, (override, expected) in enumerate(_INVALID):
-        out.append(({ID_COLUMN: f"bad-{i:03d}", **_BASE, **override}, expected))
+    for i, case in enumerate(JSON_CASES):
+        out.append(({ID_COLUMN: f"bad-{i:03d}", **_BASE, **case.override}, case.expected))
     return out
 
 

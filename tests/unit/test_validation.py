@@ -14,6 +14,7 @@ from models.frames import validate_frame
 from models.predict import Rejected, check_request
 from models.schema import PredictRequest
 from models.validation import DateFieldError, parse_purchase_date
+from tests.invalid import CASES
 
 AS_OF = date(2026, 6, 30)
 GOOD = {
@@ -24,30 +25,7 @@ GOOD = {
     "last_purchase_date": "2026-06-01",
 }
 
-# (override of one field, expected "field:code") -- every way a record can be wrong.
-INVALID = [
-    ({"customer_id": None}, "customer_id:null"),
-    ({"customer_id": 17}, "customer_id:wrong_type"),
-    ({"customer_id": ""}, "customer_id:out_of_range"),
-    ({"customer_id": "x" * 101}, "customer_id:out_of_range"),
-    ({"age": None}, "age:null"),
-    ({"age": "forty"}, "age:wrong_type"),
-    ({"age": "42"}, "age:wrong_type"),
-    ({"age": True}, "age:wrong_type"),
-    ({"age": float("inf")}, "age:not_finite"),
-    ({"age": float("nan")}, "age:null"),
-    ({"age": -1}, "age:out_of_range"),
-    ({"age": 120.5}, "age:out_of_range"),
-    ({"income": -0.01}, "income:out_of_range"),
-    ({"income": float("-inf")}, "income:not_finite"),
-    ({"purchase_history": 2.5}, "purchase_history:not_integer"),
-    ({"purchase_history": -3}, "purchase_history:out_of_range"),
-    ({"last_purchase_date": None}, "last_purchase_date:null"),
-    ({"last_purchase_date": "yesterday"}, "last_purchase_date:bad_date"),
-    ({"last_purchase_date": "2026-02-30"}, "last_purchase_date:bad_date"),
-    ({"last_purchase_date": 20260101}, "last_purchase_date:wrong_type"),
-    ({"last_purchase_date": "2026-07-01"}, "last_purchase_date:future_date"),
-]
+INVALID = [(case.override, case.expected) for case in CASES]
 
 
 def as_request(flat: dict) -> dict:
