@@ -28,7 +28,7 @@ from serving.http import http_errors
 from serving.middleware import ServingMiddleware
 from serving.openapi import OpenAPIFix
 from serving.schema import ServedBatchResponse, ServedPrediction
-from serving.scoring import Scorer
+from serving.scoring import ProbabilityFn, Scorer
 from serving.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -101,8 +101,8 @@ class ChurnEndpoints:
     def __is_ready__(self) -> bool:
         return self.predictor.churn_probability(np.zeros((1, 4))).shape == (1,)
 
-    async def _churn_probability(self, matrix: np.ndarray) -> np.ndarray:
-        return self.predictor.churn_probability(matrix)
+    # How /predict gets probabilities: None scores in this worker (`Scorer.inline`).
+    _churn_probability: ProbabilityFn | None = None
 
     @bentoml.api(route="/predict")
     @http_errors
