@@ -19,7 +19,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from models.contract import DATE_COLUMN, INPUT_COLUMNS, NUMERIC_FIELDS
-from models.frames import Frame
+from models.frames import Frame, is_text
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl"}
 FORMATS |= {".ndjson": "jsonl", ".json": "jsonl"}
@@ -100,9 +100,7 @@ class Source:
 
     def _read_parquet(self, rows: int) -> Iterator[tuple[pa.Table, Frame]]:
         field = self.schema.field(DATE_COLUMN) if DATE_COLUMN in self.schema.names else None
-        as_dict = [DATE_COLUMN] if field and pa.types.is_string(field.type) else []
-        if field and pa.types.is_large_string(field.type):
-            as_dict = [DATE_COLUMN]
+        as_dict = [DATE_COLUMN] if field and is_text(field.type) else []
         # Pages are streamed through a 1 MB buffer instead of pre-reading each row group whole:
         # memory then does not grow with the writer's row-group size (Spark writes 128 MB ones).
         reader = pq.ParquetFile(

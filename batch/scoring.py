@@ -17,7 +17,7 @@ from models.contract import (
     PREDICTION_COLUMNS,
 )
 from models.features import matrix_from_frame
-from models.frames import validate_frame
+from models.frames import is_text, validate_frame
 from models.predictor import ChurnPredictor, Scores
 
 from .reader import TEXT, Chunk
@@ -54,7 +54,7 @@ def prediction_writer(path: Path) -> pq.ParquetWriter:
     - the arrow schema is not stored, so every reader sees the label columns as plain text.
     """
     labels = [f.name for f in PREDICTION_SCHEMA if f.type == LABEL]
-    ordered = [f.name for f in PREDICTION_SCHEMA if not (_is_text(f.type) or f.type == LABEL)]
+    ordered = [f.name for f in PREDICTION_SCHEMA if not (is_text(f.type) or f.type == LABEL)]
     return pq.ParquetWriter(
         path,
         PREDICTION_SCHEMA,
@@ -62,10 +62,6 @@ def prediction_writer(path: Path) -> pq.ParquetWriter:
         write_statistics=ordered,
         store_schema=False,
     )
-
-
-def _is_text(t: pa.DataType) -> bool:
-    return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
 @dataclass(frozen=True, slots=True)

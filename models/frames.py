@@ -95,7 +95,7 @@ def _date_ordinals(col: Column) -> tuple[np.ndarray, np.ndarray]:
     so a date means the same thing on every path; a day's file has few distinct dates. A
     dictionary-encoded column (how the batch script reads a text date) has them already.
     """
-    if isinstance(col, pa.DictionaryArray) and _is_text(col.type.value_type):
+    if isinstance(col, pa.DictionaryArray) and is_text(col.type.value_type):
         row_codes = pc.fill_null(col.indices, -1).to_numpy()  # -1: the NA slot below
         return _date_table(col.dictionary.to_pylist(), row_codes)
     if isinstance(col, pa.Array):
@@ -128,8 +128,14 @@ def _date_table(uniques: list[object], row_codes: np.ndarray) -> tuple[np.ndarra
     return table_ord[row_codes], table_code[row_codes]
 
 
-def _is_text(t: pa.DataType) -> bool:
+def is_text(t: pa.DataType) -> bool:
+    """Arrow's two string types (32- and 64-bit offsets)."""
     return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def _decoded(col: pa.Array) -> pa.Array:
+    """A dictionary-encoded column as its plain values; any other column as it is."""
+    return col.cast(col.type.value_type) if pa.types.is_dictionary(col.type) else col
 
 
 def _text_lengths(text: pa.Array) -> np.ndarray:
@@ -208,24 +214,19 @@ def _column(frame: Frame, field: str) -> Column:
         return frame[field]
     chunked = frame.column(field)
     col = chunked.chunk(0) if chunked.num_chunks == 1 else chunked.combine_chunks()
-    if pa.types.is_dictionary(col.type) and field != DATE_COLUMN:
-        col = col.cast(col.type.value_type)  # only the date check reads dictionaries
-    return col
+    return col if field == DATE_COLUMN else _decoded(col)  # only the date check reads dictionaries
 
 
 def _id_column(col: Column) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(null mask, is-text mask, length in characters) of the id column."""
-    if isinstance(col, pa.Array) and _is_text(col.type):
+    if isinstance(col, pa.Array) and is_text(col.type):
         null = col.is_null().to_numpy(zero_copy_only=False)
         return null, np.ones(len(col), bool), _text_lengths(col)
     if isinstance(col, pa.Array):
         col = _as_pandas(col)
-    null = col.isna().to_numpy(bool)
     if pd.api.types.is_string_dtype(col) and col.dtype != object:
-        text = pa.array(col)
-        if pa.types.is_dictionary(text.type):  # a Categorical of strings
-            text = text.cast(text.type.value_type)
-        return null, np.ones(len(col), bool), _text_lengths(text)
+        return _id_column(_decoded(pa.array(col)))  # a text dtype (or a Categorical of text)
+    null = col.isna().to_numpy(bool)
     is_str = _is_instance(col, (str,))
     lengths = col.where(is_str & ~null, "x").astype(str).str.len().to_numpy()
     return null, is_str, lengths
