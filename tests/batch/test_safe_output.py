@@ -45,17 +45,23 @@ def wait_for_partial_output(proc, out):
     wait_until(midway, 120, "partial predictions")
 
 
-def test_sigkill_midway_leaves_no_finished_looking_output(big_input, tmp_path, model_tag):
-    out = tmp_path / "result"
+def interrupt_midway(big_input, out, model_tag, sig: int, timeout: float) -> tuple[int, bytes]:
+    """Start a run, send `sig` once it has written part of its predictions; (exit code, stderr)."""
     proc = start(big_input, out, model_tag)
     try:
         wait_for_partial_output(proc, out)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=timeout)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == -signal.SIGKILL
+    return proc.returncode, stderr
+
+
+def test_sigkill_midway_leaves_no_finished_looking_output(big_input, tmp_path, model_tag):
+    out = tmp_path / "result"
+    returncode, _ = interrupt_midway(big_input, out, model_tag, signal.SIGKILL, timeout=30)
+    assert returncode == -signal.SIGKILL
     assert not out.exists()
     (leftover,) = staging_dirs(out)  # hidden, named as partial, and without a report
     assert not (leftover / "report.json").exists()
@@ -63,15 +69,8 @@ def test_sigkill_midway_leaves_no_finished_looking_output(big_input, tmp_path, m
 
 def test_sigterm_midway_removes_the_partial_output(big_input, tmp_path, model_tag):
     out = tmp_path / "result"
-    proc = start(big_input, out, model_tag)
-    try:
-        wait_for_partial_output(proc, out)
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 128 + signal.SIGTERM
+    returncode, stderr = interrupt_midway(big_input, out, model_tag, signal.SIGTERM, timeout=60)
+    assert returncode == 128 + signal.SIGTERM
     assert not out.exists()
     assert staging_dirs(out) == []
     assert b"Traceback" not in stderr
