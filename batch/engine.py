@@ -89,7 +89,7 @@ def _score(run: RunInfo, edges: dict[str, np.ndarray], checked: CheckedChunk) ->
     chunk, scored = checked.chunk, score_checked(run, checked)
     stats = Stats()
     stats.update(chunk.source, scored, edges)
-    hashes = hash_strings(scored.predictions.column(ID_COLUMN))
+    hashes = hash_strings(scored.predictions.column(ID_COLUMN).drop_null())
     return _Outcome(chunk.table.num_rows, scored.predictions, scored.rejected, hashes, stats)
 
 

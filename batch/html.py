@@ -103,7 +103,7 @@ def render_html(report: dict[str, Any]) -> str:
         ["reason", "rows"],
         [[_cell(escape(r)), _cell(_num(c), True)] for r, c in report["failures_by_reason"].items()],
     )
-    css = {"stable": "ok", "moderate": "warn", "significant": "bad"}
+    css = {"stable": "ok", "moderate": "warn", "significant": "bad", "insufficient_data": ""}
     drift = _table(
         ["feature", "PSI", "status", "mean (this run)", "mean (training)"],
         [
@@ -129,6 +129,19 @@ def render_html(report: dict[str, Any]) -> str:
         ],
     )
     hist = report["histogram"]
+    checks = report.get("anomaly_checks", {})
+    sample_note = (
+        ""
+        if checks.get("applied", True)
+        else f'<p class="muted">Fewer than {_num(checks["min_rows_scored"])} rows scored: '
+        "rates and drift are not checked (insufficient data).</p>"
+    )
+    ignored = report.get("ignored_columns") or []
+    ignored_note = (
+        f"<p>Columns ignored (not read by the model): {escape(', '.join(ignored))}.</p>"
+        if ignored
+        else ""
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Churn batch report</title>
 <style>{_CSS}</style></head><body>
@@ -137,7 +150,7 @@ def render_html(report: dict[str, Any]) -> str:
 finished {escape(run["finished_at"])} · {_num(run["duration_s"], 1)} s ·
 {_num(run["rows_per_second"], 0)} rows/s · engine {escape(run["engine"])}</p>
 <div class="cards">{card_html}</div>
-<h2>Anomalies</h2>{anomalies}
+<h2>Anomalies</h2>{sample_note}{anomalies}
 <h2>Churn probability</h2>{histogram_svg(hist["bin_edges"], hist["counts"])}
 <p>Mean churn probability {_num(s["mean_churn_probability"])}; {_num(s["high_confidence"])}
 high-confidence and {_num(s["low_confidence"])} low-confidence predictions.</p>
@@ -149,6 +162,6 @@ high-confidence and {_num(s["low_confidence"])} low-confidence predictions.</p>
 <h2>Duplicate customer ids</h2>
 <p>{_num(dup["duplicated_ids"])} ids appear more than once ({_num(dup["duplicate_rows"])}
 extra rows).</p>{examples if dup["examples"] else ""}
-<h2>Inputs</h2>{files}
+<h2>Inputs</h2>{files}{ignored_note}
 </body></html>
 """

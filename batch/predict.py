@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from models.contract import DATE_COLUMN
 from models.errors import ChurnError, ModelUnavailableError
+from models.policy import ignored_columns
 from models.predictor import load_predictor
 from models.validation import today_utc
 
@@ -36,7 +37,7 @@ from .output import (
     staged_output,
 )
 from .progress import RunProgress
-from .reader import InputError, Source, resolve_inputs
+from .reader import SOURCE_TEXT, InputError, Source, resolve_inputs
 from .report import build_report
 from .scoring import RunInfo, rejects_schema
 
@@ -132,6 +133,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "duration_s": elapsed,
                 "rows_per_second": stats.rows_in / elapsed if elapsed else None,
             },
+            "ignored_columns": ignored_columns(
+                dict.fromkeys(n for s in sources for n in s.schema.names if n != SOURCE_TEXT)
+            ),
             **build_report(stats, duplicates, predictor.metadata),
         }
         (staging / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")

@@ -4,6 +4,11 @@ Every chunk carries the original values as an arrow table (what goes to the reje
 columns included) and what `validate_frame` should see: the same table for parquet, a pandas
 frame for text formats (CSV text becomes numbers where it parses; JSON keeps each value's own
 type).
+
+JSON input is one record per line (flat, or nested as the HTTP API takes it: `models.policy`),
+or, in a `.json` file that starts with `[`, one array of records (read whole: such files are
+small exports; use JSON lines for large ones). A line that is not JSON, or not a JSON object, is
+one rejected row (its text kept in `source_text`), never a failed run.
 """
 
 import glob
@@ -11,6 +16,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,27 +24,37 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from models.contract import DATE_COLUMN, INPUT_COLUMNS, NUMERIC_FIELDS
+from models.contract import DATE_COLUMN, DAYS_COLUMN, INPUT_COLUMNS, NUMERIC_FIELDS
+from models.errors import BatchInputError
 from models.frames import Frame, is_text
+from models.policy import as_flat
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl"}
 FORMATS |= {".ndjson": "jsonl", ".json": "jsonl"}
 TEXT = pa.large_string()
 READ_BUFFER_BYTES = 1 << 20
+# The rejects file's column for the text of a JSON line that is not a record.
+SOURCE_TEXT = "source_text"
+_NUMBERS_IN_TEXT = (*NUMERIC_FIELDS, DAYS_COLUMN)
 
 
-class InputError(Exception):
+class InputError(BatchInputError):
     """An input that does not exist, matches nothing or cannot be read; names the file."""
 
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """Rows `first_row ..` of one source: original values, and the frame to validate."""
+    """Rows `first_row ..` of one source: original values, and the frame to validate.
+
+    `request_codes` (JSON only): per row, None, or why the row is not a record at all
+    (`not_json`, `wrong_type`), for `validate_frame`."""
 
     source: str
     first_row: int
     table: pa.Table
     frame: Frame
+    request_codes: np.ndarray | None = None
+    absent: dict[str, np.ndarray] | None = None  # JSON: rows lacking each contract field
 
 
 def resolve_inputs(patterns: list[str]) -> list[Path]:
@@ -68,7 +84,8 @@ def resolve_inputs(patterns: list[str]) -> list[Path]:
 
 def text_frame(table: pa.Table) -> pd.DataFrame:
     """The contract's columns of a CSV chunk (all text) as pandas, to be parsed further."""
-    return table.select([c for c in INPUT_COLUMNS if c in table.column_names]).to_pandas()
+    read = (*INPUT_COLUMNS, DAYS_COLUMN)
+    return table.select([c for c in read if c in table.column_names]).to_pandas()
 
 
 class Source:
@@ -86,8 +103,8 @@ class Source:
     def chunks(self, rows: int) -> Iterator[Chunk]:
         first = 0
         try:
-            for table, frame in getattr(self, f"_read_{self.format}")(rows):
-                yield Chunk(self.name, first, table, frame)
+            for table, frame, *codes in getattr(self, f"_read_{self.format}")(rows):
+                yield Chunk(self.name, first, table, frame, *codes)
                 first += table.num_rows
         except (OSError, pa.ArrowException, ValueError) as exc:
             raise InputError(f"{self.path}: cannot read row {first} on: {exc}") from exc
@@ -133,42 +150,82 @@ class Source:
             for batch in reader:
                 table = pa.Table.from_batches([batch])
                 frame = text_frame(table)
-                for name in NUMERIC_FIELDS:
+                for name in _NUMBERS_IN_TEXT:
                     if name in frame.columns:
                         frame[name] = _numbers_from_text(frame[name])
                 yield table, frame
 
-    # JSON lines: values keep their JSON types for validation; the originals are kept as text.
+    # JSON: values keep their JSON types for validation; the originals are kept as text.
     def _open_jsonl(self) -> tuple[pa.Schema, int | None]:
         names: dict[str, None] = {}
-        rows = 0
-        with self.path.open(encoding="utf-8") as lines:
-            for line in lines:
-                if line.strip():
-                    record = json.loads(line)
-                    names |= dict.fromkeys(record if isinstance(record, dict) else ())
-                    rows += 1
-        return pa.schema([(n, TEXT) for n in names]), rows
+        rows, unreadable = 0, False
+        for record, code, _ in self._json_records():
+            names |= dict.fromkeys(record)
+            unreadable |= code is not None
+            rows += 1
+        extra = [(SOURCE_TEXT, TEXT)] if unreadable and SOURCE_TEXT not in names else []
+        return pa.schema([*((n, TEXT) for n in names), *extra]), rows
 
-    def _read_jsonl(self, rows: int) -> Iterator[tuple[pa.Table, pd.DataFrame]]:
-        with self.path.open(encoding="utf-8") as lines:
-            records: list[dict] = []
-            for line in lines:
-                if line.strip():
-                    record = json.loads(line)
-                    records.append(record if isinstance(record, dict) else {})
-                if len(records) == rows:
-                    yield self._json_chunk(records)
-                    records = []
-            if records:
-                yield self._json_chunk(records)
+    def _read_jsonl(self, rows: int) -> Iterator[tuple[pa.Table, pd.DataFrame, np.ndarray, dict]]:
+        block: list[tuple[dict[str, Any], str | None, str | None]] = []
+        for item in self._json_records():
+            block.append(item)
+            if len(block) == rows:
+                yield self._json_chunk(block)
+                block = []
+        if block:
+            yield self._json_chunk(block)
 
-    def _json_chunk(self, records: list[dict]) -> tuple[pa.Table, pd.DataFrame]:
+    def _json_records(self) -> Iterator[tuple[dict[str, Any], str | None, str | None]]:
+        """(flat record, None, None), or ({}, code, original text) for an item that is not a
+        record: `not_json` for a line that does not parse, `wrong_type` for a non-object."""
+        with self.path.open("rb") as f:
+            head = f.read(READ_BUFFER_BYTES).lstrip()
+        if self.path.suffix.lower() == ".json" and head.startswith(b"["):
+            items = json.loads(self.path.read_bytes())
+            lines: Iterator[tuple[Any, bytes | None]] = ((item, None) for item in items)
+        else:
+            lines = self._json_lines()
+        for value, raw in lines:
+            if isinstance(value, dict):
+                yield as_flat(value), None, None
+            else:
+                text = raw.decode("utf-8", "replace") if raw else json.dumps(value)
+                yield {}, "not_json" if value is _NOT_JSON else "wrong_type", text.rstrip("\r\n")
+
+    def _json_lines(self) -> Iterator[tuple[Any, bytes]]:
+        with self.path.open("rb") as lines:
+            for line in lines:
+                if not line.strip():
+                    continue
+                try:
+                    yield json.loads(line), line
+                except ValueError:  # not JSON, or not UTF-8
+                    yield _NOT_JSON, line
+
+    def _json_chunk(
+        self, block: list[tuple[dict[str, Any], str | None, str | None]]
+    ) -> tuple[pa.Table, pd.DataFrame, np.ndarray, dict[str, np.ndarray]]:
         names = self.schema.names
-        table = pa.table({n: pa.array([_as_text(r.get(n)) for r in records], TEXT) for n in names})
-        frame = pd.DataFrame.from_records(records, columns=names)
+        records = [record for record, _, _ in block]
+        columns = {n: [_as_text(r.get(n)) for r in records] for n in names if n != SOURCE_TEXT}
+        if SOURCE_TEXT in names:
+            columns[SOURCE_TEXT] = [text for _, _, text in block]
+        table = pa.table({n: pa.array(columns[n], TEXT) for n in names})
+        fields = [n for n in names if n != SOURCE_TEXT]
+        frame = pd.DataFrame.from_records(records, columns=fields)
+        codes = np.empty(len(block), object)
+        codes[:] = [code for _, code, _ in block]
+        absent = {
+            n: np.fromiter((n not in r for r in records), bool, len(records))
+            for n in INPUT_COLUMNS
+            if n in names
+        }
         # Object columns keep None as None (pandas would otherwise infer str with NaN).
-        return table, frame.astype(object).where(frame.notna(), None)
+        return table, frame.astype(object).where(frame.notna(), None), codes, absent
+
+
+_NOT_JSON = object()
 
 
 def _as_text(value: object) -> str | None:

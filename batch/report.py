@@ -19,6 +19,11 @@ PSI_MODERATE, PSI_SIGNIFICANT = 0.1, 0.25
 CHURN_RATE_HIGH, CHURN_RATE_LOW = 0.5, 0.01
 MEAN_CONFIDENCE_MIN = 0.6
 LOW_CONFIDENCE_SHARE_MAX = 0.3
+# Below this many scored rows, PSI and rates are noise (two rows give a churn rate of 0, 50 or
+# 100%): drift is reported as `insufficient_data` and no rate or drift anomaly is raised. At 500
+# rows a rate's standard error is at most 2.2 points and each of ~10 PSI bins expects ~50 rows.
+MIN_ROWS_FOR_ANOMALIES = 500
+INSUFFICIENT = "insufficient_data"
 # PSI is undefined for an empty bin; a floor this small keeps it finite without hiding drift.
 _PSI_FLOOR = 1e-4
 
@@ -148,10 +153,10 @@ def build_report(stats: Stats, duplicates: Duplicates, metadata: dict[str, Any])
         counts, train = stats.drift_bins.get(name), profile.get(name)
         if not n or counts is None or train is None:
             continue
-        value = psi(counts, train["bin_fractions"])
+        value = psi(counts, train["bin_fractions"]) if n >= MIN_ROWS_FOR_ANOMALIES else None
         drift[name] = {
-            "psi": round(value, 6),
-            "status": drift_status(value),
+            "psi": None if value is None else round(value, 6),
+            "status": INSUFFICIENT if value is None else drift_status(value),
             "mean": stats.feature_sums[name] / n,
             "training_mean": train["mean"],
             "bin_fractions": [c / n for c in counts],
@@ -179,6 +184,10 @@ def build_report(stats: Stats, duplicates: Duplicates, metadata: dict[str, Any])
         },
         "drift": drift,
         "files": stats.files,
+        "anomaly_checks": {
+            "min_rows_scored": MIN_ROWS_FOR_ANOMALIES,
+            "applied": n >= MIN_ROWS_FOR_ANOMALIES,
+        },
         "anomalies": anomalies(summary, drift),
     }
 
@@ -192,6 +201,8 @@ def anomalies(summary: dict[str, Any], drift: dict[str, dict[str, Any]]) -> list
     if not summary["rows_scored"]:
         flag("no_rows_scored", "no row could be scored")
         return found
+    if summary["rows_scored"] < MIN_ROWS_FOR_ANOMALIES:
+        return found  # too few rows for rates or drift to mean anything
     rate, conf = summary["churn_rate"], summary["mean_confidence"]
     if rate > CHURN_RATE_HIGH:
         flag("churn_rate_high", f"churn rate {rate:.1%} is above {CHURN_RATE_HIGH:.0%}")

@@ -33,7 +33,7 @@ LABEL = pa.dictionary(pa.int8(), pa.string())
 
 PREDICTION_SCHEMA = pa.schema(
     [
-        pa.field(PREDICTION_COLUMNS[0], TEXT, nullable=False),
+        pa.field(PREDICTION_COLUMNS[0], TEXT),  # null where the input has no id column
         pa.field(PREDICTION_COLUMNS[1], pa.int64(), nullable=False),
         pa.field(PREDICTION_COLUMNS[2], pa.float64(), nullable=False),
         pa.field(PREDICTION_COLUMNS[3], pa.float64(), nullable=False),
@@ -168,7 +168,7 @@ class CheckedChunk:
 
 def check_chunk(run: RunInfo, chunk: Chunk) -> CheckedChunk:
     """Validate a chunk and build its feature matrix, as the service does."""
-    checked = validate_frame(chunk.frame, run.as_of)
+    checked = validate_frame(chunk.frame, run.as_of, chunk.request_codes, chunk.absent)
     return CheckedChunk(chunk, checked.valid, checked.errors, matrix_from_frame(checked))
 
 
@@ -184,8 +184,10 @@ def score_checked(
     chunk, valid, features = checked.chunk, checked.valid, checked.features
     scores = run.predictor.score(features)
     n = len(scores)
-    if n:
-        ids = chunk.table.column(ID_COLUMN)
+    if ID_COLUMN not in chunk.table.column_names:
+        ids = pa.chunked_array([pa.nulls(n, TEXT)])
+    elif n:
+        ids = chunk.table.column(ID_COLUMN)  # an integer id casts to its decimal text
         ids = ids if n == chunk.table.num_rows else ids.filter(pa.array(valid))
     else:
         ids = pa.chunked_array([], TEXT)

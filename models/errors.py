@@ -66,3 +66,20 @@ class IncompatibleModelError(ChurnError):
     """Artifacts that load but do not fit the contract (no predict_proba, wrong feature count)."""
 
     status_code = 422
+    public_message = "model incompatible with the scoring contract"
+
+
+class BatchInputError(ChurnError):
+    """A batch input that does not exist, matches nothing or cannot be read (or bad usage of
+    the batch script); the message names the file. `batch.reader.InputError` is this."""
+
+    status_code = 400
+    public_message = "batch input cannot be read"
+
+
+class OutputConflictError(ChurnError):
+    """A batch run's output directory exists and may not be replaced.
+    `batch.output.OutputExistsError` is this."""
+
+    status_code = 409
+    public_message = "output already exists"

@@ -32,9 +32,17 @@ def days_since_purchase(last_purchase: date, as_of: date) -> int:
 
 def future_date_error(features: CustomerFeatures, as_of: date) -> FieldError | None:
     """The one contract rule pydantic cannot check alone, because it depends on the as-of date."""
-    if features.last_purchase_date > as_of:
+    given = features.last_purchase_date
+    if given is not None and given > as_of:
         return describe(DATE_COLUMN, "future_date", as_of)
     return None
+
+
+def recency(features: CustomerFeatures, as_of: date) -> int:
+    """Days since the last purchase: from the date where given, else the days as sent."""
+    if features.last_purchase_date is None:
+        return features.days_since_purchase  # type: ignore[return-value]  # schema: one is set
+    return days_since_purchase(features.last_purchase_date, as_of)
 
 
 def matrix_from_records(records: Sequence[CustomerFeatures], as_of: date) -> np.ndarray:
@@ -43,7 +51,7 @@ def matrix_from_records(records: Sequence[CustomerFeatures], as_of: date) -> np.
         np.array([r.age for r in records], np.float64),
         np.array([r.income for r in records], np.float64),
         np.array([r.purchase_history for r in records], np.float64),
-        np.array([days_since_purchase(r.last_purchase_date, as_of) for r in records], np.float64),
+        np.array([recency(r, as_of) for r in records], np.float64),
     )
 
 

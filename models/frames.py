@@ -1,6 +1,7 @@
 """The column-wise validator: every row of a pandas frame or an arrow table checked against the
 contract at once, with the reasons worded by `models.validation.describe`."""
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date
 from functools import lru_cache
@@ -15,15 +16,19 @@ from models.contract import (
     AGE_MIN,
     CUSTOMER_ID_MAX_LENGTH,
     DATE_COLUMN,
+    DAYS_COLUMN,
+    DAYS_SINCE_PURCHASE_MIN,
     ID_COLUMN,
     INCOME_MIN,
     INPUT_COLUMNS,
     PURCHASE_HISTORY_MIN,
 )
+from models.policy import customer_id_text, is_integer
 from models.validation import DateFieldError, describe, parse_purchase_date
 
 Frame = pd.DataFrame | pa.Table
 Column = pd.Series | pa.Array
+Reject = Callable[[str, np.ndarray, str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +75,9 @@ def _numeric_column(col: Column) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 # Date outcomes as small integers: comparing an int8 column is ~20x cheaper than an object one.
-_DATE_CODES = (None, "null", "wrong_type", "bad_date")
+_DATE_CODES = (None, "null", "wrong_type", "bad_date", "missing")
 _DATE_NULL = _DATE_CODES.index("null")
+_DATE_MISSING = _DATE_CODES.index("missing")
 
 
 @lru_cache(maxsize=1 << 14)
@@ -152,12 +158,21 @@ def _text_lengths(text: pa.Array) -> np.ndarray:
     return lengths
 
 
-def validate_frame(frame: Frame, as_of: date) -> ValidatedFrame:
+def validate_frame(
+    frame: Frame,
+    as_of: date,
+    request_codes: np.ndarray | None = None,
+    absent: Mapping[str, np.ndarray] | None = None,
+) -> ValidatedFrame:
     """Check every row of `frame` against the contract, column by column (no per-row Python loop
     except over object columns, which only JSON input produces).
 
     `frame` is a pandas DataFrame or an arrow table (the batch script's parquet chunks, checked
-    without a pandas copy); both give the same outcome for the same values.
+    without a pandas copy); both give the same outcome for the same values. Columns outside the
+    contract are ignored; without a `customer_id` column the rows carry no id (`models.policy`).
+    `request_codes` (object, None or a code per row) marks rows that were not records at all
+    (a JSON line that does not parse): they fail as the field `request`. `absent` (JSON input:
+    a mask per field) tells a key a record lacks from one it sent as null.
     A row's reported reason is its first failing field, in `INPUT_COLUMNS` order.
     """
     n = len(frame)
@@ -176,37 +191,88 @@ def validate_frame(frame: Frame, as_of: date) -> ValidatedFrame:
             codes[new] = f"{field}:{code}"
             failing[new] = True
 
+    if request_codes is not None:
+        for code in {c for c in request_codes if c is not None}:
+            reject("request", request_codes == code, code)
     numeric: dict[str, np.ndarray] = {}
     days = np.full(n, np.nan)
+    gone = absent or {}
     for field in INPUT_COLUMNS:
-        if field not in names:
+        if field == ID_COLUMN:
+            if field in names:  # an absent id is allowed: the row has none
+                given = ~gone.get(field, np.zeros(n, bool))
+                null, is_id, lengths = _id_column(_column(frame, field))
+                reject(field, given & null, "null")
+                reject(field, given & ~null & ~is_id, "wrong_type")
+                bad_length = (lengths < 1) | (lengths > CUSTOMER_ID_MAX_LENGTH)
+                reject(field, given & ~null & bad_length, "out_of_range")
+        elif field == DATE_COLUMN:
+            days = _recency(frame, names, as_of, reject, gone.get(field))
+        elif field not in names:
             reject(field, np.ones(n, bool), "missing")
             numeric[field] = np.full(n, np.nan)
-            continue
-        col = _column(frame, field)
-        if field == ID_COLUMN:
-            null, is_str, lengths = _id_column(col)
-            reject(field, null, "null")
-            reject(field, ~is_str, "wrong_type")
-            reject(field, (lengths < 1) | (lengths > CUSTOMER_ID_MAX_LENGTH), "out_of_range")
-        elif field == DATE_COLUMN:
-            ordinals, date_codes = _date_ordinals(col)
-            for i, code in enumerate(_DATE_CODES[1:], start=1):
-                reject(field, date_codes == i, code)
-            reject(field, ordinals > as_of.toordinal(), "future_date")
-            days = (as_of.toordinal() - ordinals).astype(np.float64)
         else:
-            values, null, wrong = _numeric_column(col)
-            reject(field, null, "null")
-            reject(field, wrong, "wrong_type")
-            with np.errstate(invalid="ignore"):
-                reject(field, ~np.isfinite(values) & ~null & ~wrong, "not_finite")
-                low, high = _bounds(field)
-                if field == "purchase_history":
-                    reject(field, np.isfinite(values) & (values != np.floor(values)), "not_integer")
-                reject(field, (values < low) | (values > high), "out_of_range")
-            numeric[field] = values
+            if field in gone:
+                reject(field, gone[field], "missing")
+            numeric[field] = _checked_number(field, _column(frame, field), np.ones(n, bool), reject)
     return ValidatedFrame(~failing, reasons, codes, numeric, days)
+
+
+def _checked_number(field: str, col: Column, rows: np.ndarray, reject: Reject) -> np.ndarray:
+    """The column as float64, its failures among `rows` rejected as `field`."""
+    values, null, wrong = _numeric_column(col)
+    reject(field, rows & null, "null")
+    reject(field, rows & wrong, "wrong_type")
+    with np.errstate(invalid="ignore"):
+        reject(field, rows & ~np.isfinite(values) & ~null & ~wrong, "not_finite")
+        low, high = _bounds(field)
+        if field in _WHOLE:
+            reject(field, rows & np.isfinite(values) & (values != np.floor(values)), "not_integer")
+        reject(field, rows & ((values < low) | (values > high)), "out_of_range")
+    return values
+
+
+def _recency(
+    frame: Frame, names: Sequence[str], as_of: date, reject: Reject, absent: np.ndarray | None
+) -> np.ndarray:
+    """Days since the last purchase per row: from the date where there is one, else from
+    `days_since_purchase` where that is given (the date wins where both are)."""
+    n = len(frame)
+    if DATE_COLUMN in names:
+        ordinals, date_codes = _date_ordinals(_column(frame, DATE_COLUMN))
+        if absent is not None:
+            date_codes = np.where(absent, np.int8(_DATE_MISSING), date_codes)
+    else:
+        ordinals, date_codes = np.full(n, -1, np.int64), np.full(n, _DATE_MISSING, np.int8)
+    days = (as_of.toordinal() - ordinals).astype(np.float64)
+    from_days = np.zeros(n, bool)
+    if DAYS_COLUMN in names:
+        col = _column(frame, DAYS_COLUMN)
+        from_days = ((date_codes == _DATE_NULL) | (date_codes == _DATE_MISSING)) & ~_nulls(col)
+        if from_days.any():
+            values = _checked_number(DAYS_COLUMN, col, from_days, reject)
+            days[from_days] = values[from_days]
+            date_codes = np.where(from_days, np.int8(0), date_codes)
+    for i, code in enumerate(_DATE_CODES[1:], start=1):
+        reject(DATE_COLUMN, date_codes == i, code)
+    reject(DATE_COLUMN, ~from_days & (ordinals > as_of.toordinal()), "future_date")
+    return days
+
+
+def _nulls(col: Column) -> np.ndarray:
+    if isinstance(col, pa.Array):
+        return col.is_null(nan_is_null=True).to_numpy(zero_copy_only=False)
+    return col.isna().to_numpy(bool)
+
+
+def customer_ids(frame: pd.DataFrame) -> np.ndarray:
+    """Each row's customer id as the answer names it: text (an integer as its decimal text), or
+    None where the frame has no `customer_id` column."""
+    if ID_COLUMN not in frame.columns:
+        return np.full(len(frame), None, object)
+    ids = np.empty(len(frame), object)
+    ids[:] = [customer_id_text(v) for v in frame[ID_COLUMN].tolist()]
+    return ids
 
 
 def _column(frame: Frame, field: str) -> Column:
@@ -218,18 +284,29 @@ def _column(frame: Frame, field: str) -> Column:
 
 
 def _id_column(col: Column) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(null mask, is-text mask, length in characters) of the id column."""
+    """(null mask, is-an-id mask, length in characters) of the id column: text, or integers of
+    any width, whose decimal text is the id."""
+    if isinstance(col, pa.Array) and pa.types.is_integer(col.type):
+        col = col.cast(pa.string())
     if isinstance(col, pa.Array) and is_text(col.type):
         null = col.is_null().to_numpy(zero_copy_only=False)
         return null, np.ones(len(col), bool), _text_lengths(col)
     if isinstance(col, pa.Array):
         col = _as_pandas(col)
-    if pd.api.types.is_string_dtype(col) and col.dtype != object:
-        return _id_column(_decoded(pa.array(col)))  # a text dtype (or a Categorical of text)
+    if (pd.api.types.is_string_dtype(col) and col.dtype != object) or (
+        pd.api.types.is_integer_dtype(col)
+    ):
+        # a text dtype, a Categorical of text, or integers (NumPy or nullable)
+        return _id_column(_decoded(pa.array(col)))
     null = col.isna().to_numpy(bool)
-    is_str = _is_instance(col, (str,))
-    lengths = col.where(is_str & ~null, "x").astype(str).str.len().to_numpy()
-    return null, is_str, lengths
+    values = col.tolist()
+    is_id = np.fromiter((isinstance(v, str) or is_integer(v) for v in values), bool, len(values))
+    texts = [str(customer_id_text(v)) if ok else "x" for v, ok in zip(values, is_id, strict=True)]
+    lengths = np.fromiter(map(len, texts), np.int64, len(texts))
+    return null, is_id, lengths
+
+
+_WHOLE = frozenset(("purchase_history", DAYS_COLUMN))
 
 
 def _bounds(field: str) -> tuple[float, float]:
@@ -237,4 +314,5 @@ def _bounds(field: str) -> tuple[float, float]:
         "age": (AGE_MIN, AGE_MAX),
         "income": (INCOME_MIN, np.inf),
         "purchase_history": (float(PURCHASE_HISTORY_MIN), np.inf),
+        DAYS_COLUMN: (float(DAYS_SINCE_PURCHASE_MIN), np.inf),
     }[field]

@@ -12,7 +12,8 @@ from pydantic import ValidationError
 from models.contract import ERROR_COLUMN, ID_COLUMN, PREDICTION_COLUMNS
 from models.errors import FieldError
 from models.features import future_date_error, matrix_from_frame, matrix_from_records
-from models.frames import validate_frame
+from models.frames import customer_ids, validate_frame
+from models.policy import customer_id_text
 from models.predictor import ChurnPredictor, Scores
 from models.schema import PredictRequest
 from models.validation import field_errors_from_pydantic
@@ -36,7 +37,7 @@ def check_request(item: Any, index: int, as_of: date) -> PredictRequest | Reject
     try:
         request = PredictRequest.model_validate(item)
     except ValidationError as exc:
-        cid = item.get(ID_COLUMN) if isinstance(item, dict) else None
+        cid = customer_id_text(item.get(ID_COLUMN)) if isinstance(item, dict) else None
         return Rejected(
             index, cid if isinstance(cid, str) else None, field_errors_from_pydantic(exc, as_of)
         )
@@ -70,14 +71,13 @@ def score_requests(
 def score_frame(predictor: ChurnPredictor, frame: pd.DataFrame, as_of: date) -> pd.DataFrame:
     """`PREDICTION_COLUMNS` plus `error` for every row of `frame`, in input order.
 
-    Valid rows are scored in one call; invalid rows keep their `customer_id` (when it is a
-    string), get null scores and the reason in `error`.
+    Valid rows are scored in one call; invalid rows keep their `customer_id` (as given, an
+    integer as its text), get null scores and the reason in `error`. Other columns are ignored.
     """
     checked = validate_frame(frame, as_of)
     scores = predictor.score(matrix_from_frame(checked))
     n, ok = len(frame), checked.valid
-    ids = frame[ID_COLUMN] if ID_COLUMN in frame.columns else pd.Series([None] * n)
-    out = pd.DataFrame({ID_COLUMN: ids.to_numpy(object)})
+    out = pd.DataFrame({ID_COLUMN: customer_ids(frame)})
     out["prediction"] = pd.array(np.zeros(n, np.int64), dtype="Int64")
     out.loc[~ok, "prediction"] = pd.NA
     out.loc[ok, "prediction"] = scores.prediction

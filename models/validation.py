@@ -15,6 +15,8 @@ from models.contract import (
     AGE_MIN,
     CUSTOMER_ID_MAX_LENGTH,
     DATE_COLUMN,
+    DAYS_COLUMN,
+    DAYS_SINCE_PURCHASE_MIN,
     ID_COLUMN,
     INCOME_MIN,
     PURCHASE_HISTORY_MIN,
@@ -22,10 +24,11 @@ from models.contract import (
 from models.errors import FieldError
 
 _TYPE_NAMES = {
-    ID_COLUMN: "must be a string",
+    ID_COLUMN: "must be a string or an integer",
     "age": "must be a number",
     "income": "must be a number",
     "purchase_history": "must be an integer",
+    DAYS_COLUMN: "must be an integer",
     DATE_COLUMN: "must be an ISO 8601 date or datetime string",
     "request": "must be a JSON object",
 }
@@ -34,6 +37,7 @@ _RANGES = {
     "age": f"must be between {AGE_MIN:g} and {AGE_MAX:g}",
     "income": f"must be >= {INCOME_MIN:g}",
     "purchase_history": f"must be >= {PURCHASE_HISTORY_MIN}",
+    DAYS_COLUMN: f"must be >= {DAYS_SINCE_PURCHASE_MIN}",
 }
 
 
@@ -48,7 +52,7 @@ def describe(field: str, code: str, as_of: date | None = None) -> FieldError:
         "out_of_range": _RANGES.get(field, "is out of range"),
         "bad_date": "is not a valid ISO 8601 date or datetime",
         "future_date": f"is after the as-of date {as_of}" if as_of else "is in the future",
-        "unexpected": "is not an allowed field",
+        "not_json": "is not valid JSON",
     }
     return FieldError(field, code, messages.get(code, "is invalid"))
 
@@ -85,13 +89,14 @@ _PYDANTIC_CODES = {
     "missing": "missing",
     "null": "null",
     "not_finite": "not_finite",
-    "extra_forbidden": "unexpected",
     "finite_number": "not_finite",
     "int_from_float": "not_integer",
     "greater_than_equal": "out_of_range",
     "less_than_equal": "out_of_range",
     "string_too_short": "out_of_range",
     "string_too_long": "out_of_range",
+    "too_short": "out_of_range",
+    "too_long": "out_of_range",
     "bad_date": "bad_date",
     "future_date": "future_date",
 }

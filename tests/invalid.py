@@ -35,7 +35,9 @@ class Case:
 
 CASES = [
     Case({"customer_id": None}, "customer_id", "null"),
-    Case({"customer_id": 17}, "customer_id", "wrong_type", typed=False),
+    Case({"customer_id": 17.5}, "customer_id", "wrong_type", typed=False),
+    Case({"customer_id": 17.0}, "customer_id", "wrong_type", typed=False),
+    Case({"customer_id": True}, "customer_id", "wrong_type", typed=False),
     Case({"customer_id": ""}, "customer_id", "out_of_range"),
     Case({"customer_id": "x" * 101}, "customer_id", "out_of_range"),
     Case({"age": None}, "age", "null"),

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from batch.predict import main
+from batch.report import MIN_ROWS_FOR_ANOMALIES
 from tests.batch.conftest import GOOD, customers, read_outputs, run_batch, write_parquet
 from tests.conftest import AS_OF
 from tests.support import ROOT
@@ -103,7 +104,7 @@ def test_anomalies_are_reported_and_fail_the_run_only_when_asked(tmp_path, model
     # Customers who have not bought anything for years: nearly all predicted to churn.
     gone = [
         {**GOOD, "customer_id": f"g-{i}", "purchase_history": 0, "last_purchase_date": "2020-01-01"}
-        for i in range(20)
+        for i in range(MIN_ROWS_FOR_ANOMALIES)
     ]
     src = write_parquet(tmp_path / "gone.parquet", gone)
     assert run_batch([src], tmp_path / "a", model_tag) == 0
@@ -113,6 +114,20 @@ def test_anomalies_are_reported_and_fail_the_run_only_when_asked(tmp_path, model
     assert "churn_rate_high" in kinds
     assert "drift" in kinds
     assert report["summary"]["churn_rate"] > 0.5
+    assert report["anomaly_checks"] == {"min_rows_scored": 500, "applied": True}
+
+
+def test_a_tiny_healthy_file_raises_no_anomaly(tmp_path, model_tag):
+    # The same customers, two of them: PSI and rates over two rows mean nothing.
+    few = [{**GOOD, "customer_id": f"g-{i}", "purchase_history": 0,
+            "last_purchase_date": "2020-01-01"} for i in range(2)]  # fmt: skip
+    src = write_parquet(tmp_path / "few.parquet", few)
+    assert run_batch([src], tmp_path / "out", model_tag, "--fail-on-anomaly") == 0
+    report = read_outputs(tmp_path / "out")[2]
+    assert report["anomalies"] == []
+    assert report["anomaly_checks"] == {"min_rows_scored": 500, "applied": False}
+    assert {d["status"] for d in report["drift"].values()} == {"insufficient_data"}
+    assert "insufficient data" in (tmp_path / "out" / "report.html").read_text()
 
 
 def test_report_is_complete_and_the_html_self_contained(small, tmp_path, model_tag):
@@ -131,9 +146,9 @@ def test_report_is_complete_and_the_html_self_contained(small, tmp_path, model_t
     assert 0 <= s["churn_rate"] <= 1
     assert 0.5 <= s["mean_confidence"] <= 1
     assert set(report["drift"]) == {"age", "income", "purchase_history", "days_since_purchase"}
-    for d in report["drift"].values():
-        assert d["psi"] >= 0
-        assert d["status"] in {"stable", "moderate", "significant"}
+    for d in report["drift"].values():  # 40 rows: below the sample drift needs
+        assert d["psi"] is None
+        assert d["status"] == "insufficient_data"
     html = (tmp_path / "out" / "report.html").read_text()
     assert "<svg" in html
     assert "<rect" in html

@@ -7,7 +7,7 @@ import pytest
 from batch.duplicates import DuplicateCounter, hash_strings
 from batch.output import OutputExistsError, staged_output
 from batch.reader import InputError, resolve_inputs
-from batch.report import anomalies, bin_counts, drift_status, psi
+from batch.report import MIN_ROWS_FOR_ANOMALIES, anomalies, bin_counts, drift_status, psi
 from batch.scoring import TEXT, rejects_schema
 
 
@@ -73,7 +73,7 @@ def test_psi_is_zero_for_the_training_distribution_and_grows_with_shift():
 
 
 def summary(**changes):
-    base = {"rows_scored": 100, "churn_rate": 0.2, "mean_confidence": 0.8,
+    base = {"rows_scored": MIN_ROWS_FOR_ANOMALIES, "churn_rate": 0.2, "mean_confidence": 0.8,
             "low_confidence_share": 0.1}  # fmt: skip
     return {**base, **changes}
 
@@ -90,6 +90,12 @@ def summary(**changes):
 )
 def test_each_anomaly_threshold(changes, kind):
     assert [a["kind"] for a in anomalies(summary(**changes), {})] == [kind]
+
+
+@pytest.mark.parametrize("rows", [1, 2, MIN_ROWS_FOR_ANOMALIES - 1])
+def test_below_the_minimum_sample_no_rate_or_drift_anomaly_is_raised(rows):
+    drift = {"age": {"status": "significant", "psi": 0.4}}
+    assert anomalies(summary(rows_scored=rows, churn_rate=1.0, mean_confidence=0.5), drift) == []
 
 
 def test_normal_runs_have_no_anomalies_and_drift_is_one():

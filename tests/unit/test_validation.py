@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from models.contract import DATE_COLUMN, INPUT_COLUMNS
-from models.frames import ValidatedFrame, validate_frame
+from models.frames import ValidatedFrame, customer_ids, validate_frame
 from models.predict import Rejected, check_request
 from models.schema import PredictRequest
 from models.validation import DateFieldError, parse_purchase_date
@@ -30,7 +30,8 @@ INVALID = [(case.override, case.expected) for case in CASES]
 
 def as_request(flat: dict) -> dict:
     features = {k: v for k, v in flat.items() if k != "customer_id"}
-    return {"customer_id": flat.get("customer_id"), "features": features}
+    ids = {"customer_id": flat["customer_id"]} if "customer_id" in flat else {}
+    return {**ids, "features": features}
 
 
 def frame_code(record: dict) -> str | None:
@@ -123,12 +124,24 @@ def test_parse_purchase_date_uses_utc_calendar_day():
     assert exc.value.code == "wrong_type"
 
 
-def test_pydantic_model_rejects_extra_and_names_the_field():
+def test_pydantic_model_ignores_extra_fields_and_lists_them():
     body = as_request(GOOD)
     body["features"]["gender"] = "f"
+    body["channel"] = "web"
+    request = PredictRequest.model_validate(body)
+    assert request.ignored_fields == ("channel", "features.gender")
+    assert request.features.model_dump(mode="json") == {
+        **{k: v for k, v in GOOD.items() if k != "customer_id"},
+        "days_since_purchase": None,
+    }
+
+
+def test_a_typo_in_a_required_field_is_still_missing():
+    body = as_request(GOOD)
+    body["features"]["incme"] = body["features"].pop("income")
     with pytest.raises(ValidationError) as exc:
         PredictRequest.model_validate(body)
-    assert exc.value.errors()[0]["loc"] == ("features", "gender")
+    assert [e["loc"] for e in exc.value.errors()] == [("features", "income")]
 
 
 def test_validation_of_a_large_frame_is_column_wise():
@@ -194,7 +207,6 @@ ODD_COLUMNS = {
     "age bool": ("age", pa.array([True, None, False])),
     "age dictionary": ("age", pa.array([30.0, 400.0, None]).dictionary_encode()),
     "income all null": ("income", pa.nulls(3)),
-    "id integer": ("customer_id", pa.array([1, 2, None])),
     "id binary": ("customer_id", pa.array([b"a", b"b", None])),
     "id dictionary": ("customer_id", pa.array(["a", "", None]).dictionary_encode()),
     "date date32": (DATE_COLUMN, pa.array([date(2026, 1, 1), date(2027, 1, 1), None])),
@@ -213,3 +225,43 @@ def test_any_arrow_column_type_is_checked_like_its_pandas_copy(name):
     table = base.set_column(base.column_names.index(field), field, column)
     from_arrow = checked_both_ways(table)
     assert any(from_arrow.codes)  # every odd column above holds at least one bad value
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        pa.array([17, 2**63 - 1, None], pa.int64()),
+        pa.array([17, 2**64 - 1, None], pa.uint64()),
+        pa.array([17, 3, None], pa.int8()),
+    ],
+)
+def test_integer_ids_of_any_width_are_their_decimal_text(column):
+    base = pa.Table.from_pylist([GOOD] * 3)
+    table = base.set_column(0, "customer_id", column)
+    expected_codes = [None, None, "customer_id:null"]
+    assert validate_frame(table, AS_OF).codes.tolist() == expected_codes
+    nullable = table.to_pandas(types_mapper={column.type: pd.ArrowDtype(column.type)}.get)
+    assert validate_frame(nullable, AS_OF).codes.tolist() == expected_codes
+    assert customer_ids(pd.DataFrame({"customer_id": column.to_pylist()[:2]})).tolist() == [
+        "17",
+        str(column[1].as_py()),
+    ]
+    text_twin = check_request({**as_request(GOOD), "customer_id": str(column[1].as_py())}, 0, AS_OF)
+    integer = check_request({**as_request(GOOD), "customer_id": column[1].as_py()}, 0, AS_OF)
+    assert integer.customer_id == text_twin.customer_id == str(column[1].as_py())
+
+
+@pytest.mark.parametrize("value", [17.0, 1.5, True, False, ""])
+def test_floats_booleans_and_empty_ids_stay_errors(value):
+    expected = "customer_id:out_of_range" if value == "" else "customer_id:wrong_type"
+    record = {**GOOD, "customer_id": value}
+    assert record_code(record) == expected
+    assert frame_code(record) == expected
+
+
+def test_an_absent_id_is_no_error_and_no_id():
+    flat = {k: v for k, v in GOOD.items() if k != "customer_id"}
+    assert record_code(flat) is None
+    checked = validate_frame(pd.DataFrame([flat]), AS_OF)
+    assert checked.codes.tolist() == [None]
+    assert customer_ids(pd.DataFrame([flat])).tolist() == [None]
