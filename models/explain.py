@@ -1,0 +1,102 @@
+"""Reason codes: how much each feature moves one customer's churn risk, in log-odds.
+
+Every contribution is measured against the same reference customer, the training mean of each
+feature (from the model's metadata profile, else the scaler's `mean_`), so both methods answer
+the same question: "what does this feature's value, as opposed to an average one, do to the
+risk?"
+
+- Scaler + logistic regression (the packaged model): exact. The logit is
+  `intercept + sum_j coef_j * z_j` with `z_j = (x_j - mean_j) / scale_j`, so contribution_j =
+  `coef_j * z_j` and `base_log_odds + sum(contributions) = logit(churn_probability)` to rounding.
+- Any other classifier: each feature in turn is set to its reference value and the change in
+  the logit is its contribution; `base_log_odds` is the logit at the reference customer. The
+  parts need not add up exactly (interactions). Cost: one extra scoring call over 4n+1 rows for
+  n customers (about 5x the model time of scoring them), vectorized.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.special import logit
+
+from models.contract import FEATURES
+from models.predictor import ChurnPredictor
+
+# Probabilities are clipped this far from 0 and 1 before the logit, so that a saturated model
+# gives large finite contributions instead of infinities.
+_EPS = 1e-15
+
+
+@dataclass(frozen=True, slots=True)
+class Reasons:
+    """Per-row contributions (n, len(FEATURES)) in log-odds, and each row's base."""
+
+    base_log_odds: np.ndarray  # (n,)
+    contributions: np.ndarray  # (n, len(FEATURES)), columns in FEATURES order
+    values: np.ndarray  # the feature matrix they explain
+    exact: bool  # True for the linear model: base + sum = logit(churn_probability)
+
+    def __len__(self) -> int:
+        return len(self.base_log_odds)
+
+    def order(self) -> np.ndarray:
+        """Feature indices per row, largest absolute contribution first (ties: FEATURES order)."""
+        return np.argsort(-np.abs(self.contributions), axis=1, kind="stable")
+
+    def row(self, i: int) -> dict[str, Any]:
+        """One customer's reasons as the API returns them."""
+        reasons = []
+        for j in self.order()[i].tolist():
+            c = float(self.contributions[i, j])
+            reasons.append(
+                {
+                    "feature": FEATURES[j],
+                    "value": float(self.values[i, j]),
+                    "contribution": c,
+                    "effect": "raises" if c > 0 else "lowers",
+                }
+            )
+        return {"base_log_odds": float(self.base_log_odds[i]), "reasons": reasons}
+
+
+def reference_values(predictor: ChurnPredictor) -> np.ndarray:
+    """The reference customer: each feature's training mean."""
+    profile = predictor.metadata.get("training_data", {}).get("features", {})
+    if all(name in profile for name in FEATURES):
+        return np.array([profile[name]["mean"] for name in FEATURES], np.float64)
+    if predictor.linear is not None:
+        return predictor.linear.mean.astype(np.float64)
+    mean = getattr(predictor.scaler, "mean_", None)
+    if mean is None:
+        raise ValueError(f"model {predictor.tag} has no training profile to explain against")
+    return np.asarray(mean, np.float64)
+
+
+def explain(predictor: ChurnPredictor, matrix: np.ndarray) -> Reasons:
+    """Contributions of every feature for every row of `matrix` (columns in FEATURES order)."""
+    n, k = matrix.shape[0], len(FEATURES)
+    linear = predictor.linear
+    if linear is not None:
+        # The very operations of LinearShortcut.churn_probability, kept per feature.
+        z = matrix.astype(np.float64, copy=True)
+        z -= linear.mean
+        z /= linear.scale
+        contributions = z * linear.coef_t.reshape(-1)
+        base = np.full(n, float(linear.intercept[0]))
+        return Reasons(base, contributions, matrix, exact=True)
+    reference = reference_values(predictor)
+    if n == 0:
+        return Reasons(np.empty(0), np.empty((0, k)), matrix, exact=False)
+    # One call: the rows as they are, each with one feature set to its reference, and the
+    # reference customer itself.
+    swapped = np.repeat(matrix[np.newaxis, :, :], k, axis=0)  # (k, n, k)
+    for j in range(k):
+        swapped[j, :, j] = reference[j]
+    stacked = np.vstack([matrix, swapped.reshape(k * n, k), reference[np.newaxis, :]])
+    p = np.clip(predictor.churn_probability(stacked), _EPS, 1 - _EPS)
+    log_odds = logit(p)
+    actual = log_odds[:n]
+    without = log_odds[n : n + k * n].reshape(k, n).T  # (n, k)
+    base = np.full(n, log_odds[-1])
+    return Reasons(base, actual[:, np.newaxis] - without, matrix, exact=False)
