@@ -98,7 +98,7 @@ def run_local(
 ) -> tuple[Stats, Duplicates]:
     stats, edges = Stats(), drift_edges(run.predictor.metadata)
     dupes = DuplicateCounter(staging / DUPLICATES_DIR)
-    predictions = prediction_writer(staging / PREDICTIONS_FILE)
+    predictions = prediction_writer(staging / PREDICTIONS_FILE, run.explain)
     rejected = pq.ParquetWriter(staging / REJECTED_FILE, run.rejects_schema)
 
     def write(done: _Outcome) -> None:

@@ -71,6 +71,11 @@ def parser() -> argparse.ArgumentParser:
         help="model store tag (default: $CHURN_MODEL_TAG, else churn_model:latest)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="add reason_1..3 and contribution_1..3 (log-odds) to each prediction",
+    )
     p.add_argument("--fail-on-anomaly", action="store_true", help="exit 3 if anomalies are found")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress, only errors")
     p.add_argument("--verbose", "-v", action="store_true", help="tracebacks on failure")
@@ -104,7 +109,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sources = [Source(p) for p in resolve_inputs(args.inputs)]
     predictor = load_predictor(args.model)
     as_of = args.as_of or today_utc()
-    info = RunInfo(predictor, as_of, rejects_schema([s.schema for s in sources]))
+    schema = rejects_schema([s.schema for s in sources])
+    info = RunInfo(predictor, as_of, schema, explain=args.explain)
     known = [s.num_rows for s in sources]
     total = sum(known) if None not in known else None  # type: ignore[arg-type]
     log.info("scoring %d file(s) with %s, as of %s", len(sources), predictor.tag, as_of)

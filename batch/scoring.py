@@ -12,10 +12,12 @@ import pyarrow.parquet as pq
 from models.contract import (
     CONFIDENCE_LEVELS,
     ERROR_COLUMN,
+    FEATURES,
     ID_COLUMN,
     INPUT_COLUMNS,
     PREDICTION_COLUMNS,
 )
+from models.explain import Reasons, explain
 from models.features import matrix_from_frame
 from models.frames import is_text, validate_frame
 from models.predictor import ChurnPredictor, Scores
@@ -45,7 +47,21 @@ PREDICTION_SCHEMA = pa.schema(
 )
 
 
-def prediction_writer(path: Path) -> pq.ParquetWriter:
+# `--explain`: the three largest contributions per customer (models.explain), largest first.
+TOP_REASONS = 3
+REASON_FIELDS = [
+    field
+    for k in range(1, TOP_REASONS + 1)
+    for field in (pa.field(f"reason_{k}", LABEL), pa.field(f"contribution_{k}", pa.float64()))
+]
+_FEATURE_TEXT = pa.array(FEATURES, pa.string())
+
+
+def prediction_schema(explain: bool = False) -> pa.Schema:
+    return pa.schema([*PREDICTION_SCHEMA, *REASON_FIELDS]) if explain else PREDICTION_SCHEMA
+
+
+def prediction_writer(path: Path, explain: bool = False) -> pq.ParquetWriter:
     """The predictions file, written for speed (the write was a quarter of a run's CPU time):
     - the label columns arrive as dictionaries: parquet takes them as its dictionary pages
       instead of hashing every value (~30% of the write time as plain strings);
@@ -53,11 +69,12 @@ def prediction_writer(path: Path) -> pq.ParquetWriter:
     - min/max statistics only for numbers and dates (the text ones compared every string);
     - the arrow schema is not stored, so every reader sees the label columns as plain text.
     """
-    labels = [f.name for f in PREDICTION_SCHEMA if f.type == LABEL]
-    ordered = [f.name for f in PREDICTION_SCHEMA if not (is_text(f.type) or f.type == LABEL)]
+    schema = prediction_schema(explain)
+    labels = [f.name for f in schema if f.type == LABEL]
+    ordered = [f.name for f in schema if not (is_text(f.type) or f.type == LABEL)]
     return pq.ParquetWriter(
         path,
-        PREDICTION_SCHEMA,
+        schema,
         use_dictionary=[*labels, AS_OF_COLUMN, SCORED_AT_COLUMN],
         write_statistics=ordered,
         store_schema=False,
@@ -71,6 +88,7 @@ class RunInfo:
     predictor: ChurnPredictor
     as_of: date
     rejects_schema: pa.Schema
+    explain: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +224,22 @@ def score_checked(
         ],
         schema=PREDICTION_SCHEMA,
     )
+    if run.explain:
+        predictions = _with_reasons(predictions, explain(run.predictor, features))
     bad = np.flatnonzero(~valid)
     reasons = checked.errors[bad]
     rejected = rejected_table(chunk, bad, reasons, run.rejects_schema)
     return ScoredChunk(predictions, rejected, features, scores, levels, reasons)
+
+
+def _with_reasons(predictions: pa.Table, reasons: Reasons) -> pa.Table:
+    """The table with `reason_k` (feature name) and `contribution_k` (log-odds) columns."""
+    order = reasons.order()[:, :TOP_REASONS]
+    rows = np.arange(len(order))
+    for k in range(TOP_REASONS):
+        top = order[:, k]
+        name = pa.DictionaryArray.from_arrays(top.astype(np.int8), _FEATURE_TEXT)
+        predictions = predictions.append_column(REASON_FIELDS[2 * k], name)
+        value = pa.array(reasons.contributions[rows, top], pa.float64())
+        predictions = predictions.append_column(REASON_FIELDS[2 * k + 1], value)
+    return predictions
