@@ -17,7 +17,7 @@ from models.contract import (
     INPUT_COLUMNS,
     PREDICTION_COLUMNS,
 )
-from models.explain import Reasons, explain
+from models.explain import CONTRIBUTION_COLUMNS, REASON_COLUMNS, TOP_REASONS, Reasons, explain
 from models.features import matrix_from_frame
 from models.frames import is_text, validate_frame
 from models.predictor import ChurnPredictor, Scores
@@ -47,12 +47,11 @@ PREDICTION_SCHEMA = pa.schema(
 )
 
 
-# `--explain`: the three largest contributions per customer (models.explain), largest first.
-TOP_REASONS = 3
+# `--explain`: the largest contributions per customer (models.explain), largest first.
 REASON_FIELDS = [
     field
-    for k in range(1, TOP_REASONS + 1)
-    for field in (pa.field(f"reason_{k}", LABEL), pa.field(f"contribution_{k}", pa.float64()))
+    for name, value in zip(REASON_COLUMNS, CONTRIBUTION_COLUMNS, strict=True)
+    for field in (pa.field(name, LABEL), pa.field(value, pa.float64()))
 ]
 _FEATURE_TEXT = pa.array(FEATURES, pa.string())
 
@@ -234,12 +233,10 @@ def score_checked(
 
 def _with_reasons(predictions: pa.Table, reasons: Reasons) -> pa.Table:
     """The table with `reason_k` (feature name) and `contribution_k` (log-odds) columns."""
-    order = reasons.order()[:, :TOP_REASONS]
-    rows = np.arange(len(order))
+    features, contributions = reasons.top(TOP_REASONS)
     for k in range(TOP_REASONS):
-        top = order[:, k]
-        name = pa.DictionaryArray.from_arrays(top.astype(np.int8), _FEATURE_TEXT)
+        name = pa.DictionaryArray.from_arrays(features[:, k].astype(np.int8), _FEATURE_TEXT)
         predictions = predictions.append_column(REASON_FIELDS[2 * k], name)
-        value = pa.array(reasons.contributions[rows, top], pa.float64())
+        value = pa.array(contributions[:, k], pa.float64())
         predictions = predictions.append_column(REASON_FIELDS[2 * k + 1], value)
     return predictions

@@ -23,6 +23,11 @@ from scipy.special import logit
 from models.contract import FEATURES
 from models.predictor import ChurnPredictor
 
+# The tabular paths (batch files, the DataFrame endpoint) carry each row's largest few.
+TOP_REASONS = 3
+REASON_COLUMNS = tuple(f"reason_{k}" for k in range(1, TOP_REASONS + 1))
+CONTRIBUTION_COLUMNS = tuple(f"contribution_{k}" for k in range(1, TOP_REASONS + 1))
+
 # Probabilities are clipped this far from 0 and 1 before the logit, so that a saturated model
 # gives large finite contributions instead of infinities.
 _EPS = 1e-15
@@ -43,6 +48,11 @@ class Reasons:
     def order(self) -> np.ndarray:
         """Feature indices per row, largest absolute contribution first (ties: FEATURES order)."""
         return np.argsort(-np.abs(self.contributions), axis=1, kind="stable")
+
+    def top(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(feature index, contribution) of each row's k largest contributions, (n, k) each."""
+        order = self.order()[:, :k]
+        return order, np.take_along_axis(self.contributions, order, axis=1)
 
     def row(self, i: int) -> dict[str, Any]:
         """One customer's reasons as the API returns them."""

@@ -34,8 +34,10 @@ from models.contract import (
     REQUEST_ID_MAX_LENGTH,
 )
 
-REQUEST_FIELDS = frozenset((ID_COLUMN, NESTED_FIELD, *METADATA_FIELDS))
-FLAT_FIELDS = frozenset((ID_COLUMN, *FEATURE_FIELDS, *METADATA_FIELDS))
+# `explain` asks for reason codes (models.explain) on every path that answers per record.
+OPTIONS = ("explain",)
+REQUEST_FIELDS = frozenset((ID_COLUMN, NESTED_FIELD, *METADATA_FIELDS, *OPTIONS))
+FLAT_FIELDS = frozenset((ID_COLUMN, *FEATURE_FIELDS, *METADATA_FIELDS, *OPTIONS))
 _FEATURES = frozenset(FEATURE_FIELDS)
 
 

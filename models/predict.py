@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from models.contract import ERROR_COLUMN, ID_COLUMN, PREDICTION_COLUMNS
+from models.contract import ERROR_COLUMN, FEATURES, ID_COLUMN, PREDICTION_COLUMNS
 from models.errors import FieldError
+from models.explain import CONTRIBUTION_COLUMNS, REASON_COLUMNS, TOP_REASONS, explain
 from models.features import future_date_error, matrix_from_frame, matrix_from_records
 from models.frames import customer_ids, validate_frame
 from models.policy import customer_id_text
@@ -68,14 +69,22 @@ def score_requests(
     return predictor.score(matrix_from_records([r.features for r in requests], as_of))
 
 
-def score_frame(predictor: ChurnPredictor, frame: pd.DataFrame, as_of: date) -> pd.DataFrame:
+def score_frame(
+    predictor: ChurnPredictor,
+    frame: pd.DataFrame,
+    as_of: date,
+    explainer: ChurnPredictor | None = None,
+) -> pd.DataFrame:
     """`PREDICTION_COLUMNS` plus `error` for every row of `frame`, in input order.
 
     Valid rows are scored in one call; invalid rows keep their `customer_id` (as given, an
     integer as its text), get null scores and the reason in `error`. Other columns are ignored.
+    With an `explainer` (the predictor itself), rows whose `explain` column is true also get
+    `reason_1..3` and `contribution_1..3` (models.explain).
     """
     checked = validate_frame(frame, as_of)
-    scores = predictor.score(matrix_from_frame(checked))
+    matrix = matrix_from_frame(checked)
+    scores = predictor.score(matrix)
     n, ok = len(frame), checked.valid
     out = pd.DataFrame({ID_COLUMN: customer_ids(frame)})
     out["prediction"] = pd.array(np.zeros(n, np.int64), dtype="Int64")
@@ -90,4 +99,23 @@ def score_frame(predictor: ChurnPredictor, frame: pd.DataFrame, as_of: date) -> 
     # object dtype keeps None as None (pandas 3 would infer a string dtype with NaN).
     out["confidence_level"] = pd.Series(confidence, dtype=object)
     out[ERROR_COLUMN] = pd.Series(checked.errors, dtype=object)
-    return out[[*PREDICTION_COLUMNS, ERROR_COLUMN]]
+    columns = [*PREDICTION_COLUMNS, ERROR_COLUMN]
+    wanted = ok & _asks_for_reasons(frame)
+    if explainer is not None and wanted.any():
+        features, contributions = explain(explainer, matrix).top(TOP_REASONS)
+        keep = wanted[ok]
+        for k, (name, value) in enumerate(zip(REASON_COLUMNS, CONTRIBUTION_COLUMNS, strict=True)):
+            names = np.full(n, None, object)
+            names[wanted] = np.array(FEATURES, object)[features[keep, k]]
+            values = np.full(n, np.nan)
+            values[wanted] = contributions[keep, k]
+            out[name], out[value] = pd.Series(names, dtype=object), values
+            columns += [name, value]
+    return out[columns]
+
+
+def _asks_for_reasons(frame: pd.DataFrame) -> np.ndarray:
+    """Rows whose `explain` column is true (JSON true, 1, or the text "true")."""
+    if "explain" not in frame.columns:
+        return np.zeros(len(frame), bool)
+    return np.array([v is True or v == 1 or v == "true" for v in frame["explain"].tolist()], bool)

@@ -185,6 +185,7 @@ class PredictRequest(BaseModel):
     features: CustomerFeatures
     request_id: RequestId = None
     priority: Priority = None
+    explain: bool = Field(False, description="add reason codes (`reasons`) to the answer")
     _ignored: tuple[str, ...] = PrivateAttr(())
 
     @model_validator(mode="wrap")
@@ -200,6 +201,15 @@ class PredictRequest(BaseModel):
         return self._ignored
 
 
+class Reason(BaseModel):
+    """One feature's contribution to a customer's churn risk (see models.explain)."""
+
+    feature: str
+    value: float = Field(description="the feature as the model sees it")
+    contribution: float = Field(description="log-odds, against the training-mean customer")
+    effect: Literal["raises", "lowers"]
+
+
 class Prediction(BaseModel):
     customer_id: str | None
     prediction: Literal[0, 1]
@@ -211,6 +221,10 @@ class Prediction(BaseModel):
     processing_time: float
     timestamp: datetime
     features_used: list[str]
+    base_log_odds: float | None = Field(None, description='with "explain": true')
+    reasons: list[Reason] | None = Field(
+        None, description='with "explain": true: every feature, largest contribution first'
+    )
 
 
 class BatchRequest(BaseModel):
@@ -224,6 +238,7 @@ class BatchRequest(BaseModel):
         Field(max_length=MAX_BATCH_ITEMS, description="PredictRequest objects"),
     ]
     batch_id: Annotated[str, Field(max_length=200)] | None = None
+    explain: bool = Field(False, description="add reason codes to every prediction")
 
 
 class ItemError(BaseModel):
