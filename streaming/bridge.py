@@ -13,6 +13,17 @@ Each micro-batch:
 Batches are delivered strictly one after the other. Dying anywhere before step 5 leaves a batch
 uncommitted, so it is redone: nothing is lost, and duplicates (same `source` coordinates) are
 limited to the one batch that was being delivered.
+
+A service that cannot answer (connection refused, timeout, 5xx, 429) is waited for. A service
+that refuses the bridge's requests (401/403: no or wrong `--service-token`; any other 4xx but
+408 and 429) is a configuration or contract error that no retry would fix: the bridge logs the
+status and the service's words once (ERROR), commits nothing of the batches in hand, closes its
+clients (leaving the group) and exits with status 3.
+
+Exit status: 0 stopped by SIGTERM/SIGINT (everything delivered is committed); 1 an unexpected
+error (e.g. the broker refused a result after the producer's retries); 2 bad flags or
+settings; 3 the service refused the bridge's requests (`EXIT_REFUSED`). Whatever the status,
+nothing is committed that was not delivered.
 """
 
 import logging
@@ -35,8 +46,8 @@ from streaming.inflight import Batch, InFlight, Rebalance
 from streaming.logs import configure, log
 from streaming.messages import Message, decode, error_record, latency_seconds, result_record
 from streaming.metrics import BridgeMetrics, reason_label, refresh_lag
-from streaming.scorer import Scorer, ScoringUnavailableError, scorer_for
-from streaming.settings import StreamSettings, load_settings
+from streaming.scorer import Scorer, ScoringRefusedError, ScoringUnavailableError, scorer_for
+from streaming.settings import EXIT_REFUSED, StreamSettings, load_settings
 
 logger = logging.getLogger("streaming.bridge")
 IDLE_POLL_MS = 500  # also bounds how long a stop request waits while the topic is idle
@@ -72,20 +83,35 @@ class Bridge:
         shown = {"input_topic", "output_topic", "error_topic", "group", "max_batch", "max_wait_ms"}
         log(logger, logging.INFO, "bridge started", scorer=self.scorer.name,
             **self.settings.model_dump(include=shown))  # fmt: skip
-        while not self._stop.is_set():
-            self._step()
-            self._report()
-        # Stop polling; finish what is in hand, in order.
-        if self.inflight.collected():
-            self._submit(self.inflight.promote())
-        while (head := self.inflight.head()) is not None:
-            self._finish(head)
+        try:
+            while not self._stop.is_set():
+                self._step()
+                self._report()
+            # Stop polling; finish what is in hand, in order.
+            if self.inflight.collected():
+                self._submit(self.inflight.promote())
+            while (head := self.inflight.head()) is not None:
+                self._finish(head)
+        except ScoringRefusedError as exc:
+            self._refused(exc)
+            raise
         log(logger, logging.INFO, "bridge stopped", **self._totals)
+
+    def _refused(self, exc: ScoringRefusedError) -> None:
+        """The service refused a batch: say so once, and keep every batch in hand uncommitted
+        (the next bridge, configured right, redoes them)."""
+        self._stop.set()
+        self.metrics.service_errors.labels(exc.kind).inc()
+        dropped = self.inflight.abandon()
+        log(logger, logging.ERROR, str(exc), status=exc.status, body=exc.body,
+            request=exc.request, uncommitted=dropped)  # fmt: skip
+        log(logger, logging.INFO, "bridge stopped", exit_code=EXIT_REFUSED, **self._totals)
 
     def close(self) -> None:
         """Leave the group; a stopped bridge never commits what it has not delivered."""
         try:
-            self._worker.shutdown(wait=True)
+            # A batch queued behind a refused one is never scored.
+            self._worker.shutdown(wait=True, cancel_futures=True)
             self.producer.close(timeout=10)
         finally:
             self.consumer.close(autocommit=False)
@@ -121,7 +147,9 @@ class Bridge:
         collecting = self.inflight.collecting
         as_of = collecting.as_of if collecting else self.settings.effective_as_of()
         for tp, recs in records.items():
-            self.inflight.add([decode(r, as_of, tp) for r in recs], as_of)
+            messages = [decode(r, as_of, tp) for r in recs]
+            self.inflight.add(messages, as_of)
+            self.metrics.count_policy(messages)
             self.metrics.consumed.labels(tp.topic, str(tp.partition)).inc(len(recs))
             self._totals["consumed"] += len(recs)
 
@@ -141,7 +169,9 @@ class Bridge:
             msg.outcome = outcome
 
     def _finish(self, batch: Batch) -> None:
-        """Wait for the batch's scores, retrying while the scorer is down, then deliver it."""
+        """Wait for the batch's scores, retrying while the scorer is down, then deliver it.
+
+        A `ScoringRefusedError` is not retried: it goes up to `run`, the batch undelivered."""
         backoff = self.settings.retry_backoff_ms / 1000
         while True:
             assert batch.future is not None
@@ -248,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics.serve(settings.metrics_port)
     try:
         bridge.run()
+    except ScoringRefusedError:  # logged once by the bridge, the batches in hand uncommitted
+        return EXIT_REFUSED
     finally:
         bridge.close()
     return 0

@@ -1,14 +1,22 @@
 """Kafka records in and out: decoding a customer event, and the result and dead-letter records.
 
-An input message is JSON, flat or nested (both carry an optional ISO 8601 `timestamp`, the event
-time; `request_id` and `priority` are accepted as in the HTTP API):
+An input message is a JSON object, flat or nested, read with the input policy every path shares
+(`models.policy`): unknown fields are ignored (and counted), `customer_id` is text or an integer,
+`days_since_purchase` may stand in for the date, and `request_id` / `priority` are taken as in
+the HTTP API (an unusable one is ignored):
 
     {"customer_id": "c-1", "age": 42, "income": 55000, "purchase_history": 12,
      "last_purchase_date": "2026-06-01", "timestamp": "2026-06-30T12:00:00Z"}
-    {"customer_id": "c-1", "features": {"age": 42, ...}, "timestamp": "..."}
+    {"customer_id": 17, "features": {"age": 42, ...}, "timestamp": 1782820800}
 
-Both become the request the HTTP API takes and are checked by `models.predict.check_request`,
-so a dead letter's reason is, word for word, the one `/predict/batch` gives for the same item.
+The optional top-level `timestamp` is the event time (`models.policy.parse_event_time`: ISO 8601
+text, naive meaning UTC, or epoch seconds or milliseconds as a number or numeric text). Without
+one (absent or null), or when it cannot be read, the record's broker timestamp is the event time:
+an unreadable event time never refuses a valid customer. Each result and dead letter says which
+was used, `event_time_source`: `"message"` or `"record"`.
+
+Validity is decided by `models.predict.check_request`, so a dead letter's reason is, word for
+word, the one `/predict/batch` gives for the same item.
 """
 
 import base64
@@ -16,21 +24,28 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Final
 
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import TopicPartition
 from pydantic_core import from_json, to_json
 
-from models.contract import ID_COLUMN, PREDICTION_COLUMNS, RAW_FEATURES
+from models.contract import (
+    CUSTOMER_ID_MAX_LENGTH,
+    EVENT_TIME_FIELD,
+    ID_COLUMN,
+    NESTED_FIELD,
+    PREDICTION_COLUMNS,
+)
 from models.errors import FieldError
+from models.policy import EventTimeError, ignored_fields, parse_event_time
 from models.predict import Rejected, check_request
 from models.schema import PredictRequest
-from models.validation import describe
 
-EVENT_TIME_FIELD = "timestamp"
-NESTED_FIELD = "features"
 RESULT_FIELDS = (*PREDICTION_COLUMNS, "model_version")
+FROM_MESSAGE: Final = "message"  # event_time_source: the message's own `timestamp`
+FROM_RECORD: Final = "record"  # event_time_source: the record's broker timestamp
+_NESTED_PREFIX = f"{NESTED_FIELD}."
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +73,9 @@ class Message:
     key: bytes | None
     value: bytes | None
     event_time: datetime
+    event_time_source: str = FROM_RECORD
+    event_time_error: str | None = None  # the EventTimeError code of an unreadable `timestamp`
+    ignored: tuple[str, ...] = ()  # fields no path reads (`features.NAME` inside features)
     payload: dict[str, Any] | None = None  # the request body, as the service takes it
     request: PredictRequest | None = None
     customer_id: str | None = None
@@ -74,22 +92,27 @@ def _record_time(record: ConsumerRecord) -> datetime:
     return datetime.fromtimestamp(record.timestamp / 1000, UTC)
 
 
-def _event_time(value: Any) -> datetime:
-    """The message's own event time; naive means UTC, like every date in the contract."""
-    if not isinstance(value, str):
-        raise ValueError("wrong_type")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError("bad_date") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+def _usable_id(cid: str | None) -> str | None:
+    """A dead letter's customer id: the record's own when it is one (text of 1..100 characters,
+    an integer as its decimal text), not an empty or oversized value."""
+    return cid if cid and len(cid) <= CUSTOMER_ID_MAX_LENGTH else None
 
 
-def as_request(body: dict[str, Any]) -> dict[str, Any]:
-    """A flat message as the nested request the API takes (in place); a nested one unchanged."""
-    if NESTED_FIELD not in body:
-        body[NESTED_FIELD] = {k: body.pop(k) for k in RAW_FEATURES if k in body}
-    return body
+def _service_body(body: dict[str, Any], ignored: tuple[str, ...]) -> dict[str, Any]:
+    """The request the service is sent: the message as parsed, without what it ignores anyway.
+
+    Ignored fields never change an answer, but they can be large: left in, a batch of events
+    carrying big unknown fields could exceed the service's body limit (a 413). Most messages
+    have none, and go as they are.
+    """
+    if not ignored:
+        return body
+    drop = set(ignored)
+    out = {k: v for k, v in body.items() if k not in drop}
+    nested = out.get(NESTED_FIELD)
+    if isinstance(nested, dict):
+        out[NESTED_FIELD] = {k: v for k, v in nested.items() if _NESTED_PREFIX + k not in drop}
+    return out
 
 
 def decode(record: ConsumerRecord, as_of: date, tp: TopicPartition | None = None) -> Message:
@@ -104,22 +127,22 @@ def decode(record: ConsumerRecord, as_of: date, tp: TopicPartition | None = None
     except ValueError:  # not JSON, or not UTF-8
         msg.problems = [NOT_JSON]
         return msg
-    if isinstance(body, dict):  # a fresh dict from the parser: ours to reshape
-        if EVENT_TIME_FIELD in body:
-            try:
-                msg.event_time = _event_time(body.pop(EVENT_TIME_FIELD))
-            except ValueError as exc:
-                msg.problems = [Problem.of(describe(EVENT_TIME_FIELD, str(exc)))]
-                cid = body.get(ID_COLUMN)
-                msg.customer_id = cid if isinstance(cid, str) else None
-                return msg
-        body = as_request(body)
+    # A fresh dict from the parser: ours to take the event time out of (the service does not
+    # read it, and the request's policy would report it as ignored).
+    if isinstance(body, dict) and (given := body.pop(EVENT_TIME_FIELD, None)) is not None:
+        try:
+            msg.event_time, msg.event_time_source = parse_event_time(given), FROM_MESSAGE
+        except EventTimeError as exc:  # the record's time stays the event time
+            msg.event_time_error = exc.code
     checked = check_request(body, 0, as_of)
     if isinstance(checked, Rejected):
-        msg.customer_id = checked.customer_id
+        msg.customer_id = _usable_id(checked.customer_id)
         msg.problems = [Problem.of(e) for e in checked.errors]
+        msg.ignored = ignored_fields(body)  # the rare path; a valid request has them already
     else:
-        msg.payload, msg.request, msg.customer_id = body, checked, checked.customer_id
+        msg.request, msg.customer_id = checked, checked.customer_id
+        msg.ignored = checked.ignored_fields
+        msg.payload = _service_body(body, msg.ignored)
     return msg
 
 
@@ -132,33 +155,43 @@ def latency_seconds(msg: Message, now: datetime) -> float:
     return (now - msg.event_time).total_seconds()
 
 
-def result_record(msg: Message, scored: Mapping[str, Any], now: datetime) -> tuple[bytes, bytes]:
-    """(key, value) of a prediction: the customer id, and the scores with their provenance."""
+def result_record(
+    msg: Message, scored: Mapping[str, Any], now: datetime
+) -> tuple[bytes | None, bytes]:
+    """(key, value) of a prediction: the customer id (the input record's key when the event had
+    none), and the scores with their provenance."""
     value = dict(scored)  # the scorer's RESULT_FIELDS
     if msg.request is not None and msg.request.request_id is not None:
         value["request_id"] = msg.request.request_id
     value.update(
         timestamp=_iso(now),
         event_timestamp=_iso(msg.event_time),
+        event_time_source=msg.event_time_source,
         latency_ms=round(latency_seconds(msg, now) * 1000, 3),
         source=msg.source(),
     )
-    return value[ID_COLUMN].encode(), to_json(value)
+    key = msg.key if msg.customer_id is None else msg.customer_id.encode()
+    return key, to_json(value)
 
 
 def _original(value: bytes | None, limit: int) -> dict[str, Any]:
     """The message's bytes as text when they are UTF-8, else base64.
 
     Cut at `limit` bytes: a dead letter the broker refuses as too large would stop the bridge.
+    UTF-8 is cut on a character boundary (the text's encoding fits in `limit` bytes), so a cut
+    through a multibyte character does not turn a text message into base64.
     """
     if value is None:
         return {"original": None, "original_encoding": None, "original_truncated": False}
-    kept = value[:limit]
-    try:
-        text, encoding = kept.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        text, encoding = base64.b64encode(kept).decode("ascii"), "base64"
     truncated = len(value) > limit
+    try:
+        text, encoding = value.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(value[:limit]).decode("ascii"), "base64"
+    else:
+        if truncated:
+            # A prefix of valid UTF-8 is valid but for, at most, one incomplete last character.
+            text = value[:limit].decode("utf-8", errors="ignore")
     return {"original": text, "original_encoding": encoding, "original_truncated": truncated}
 
 
@@ -176,6 +209,7 @@ def error_record(
         **_original(msg.value, payload_limit),
         "timestamp": _iso(now),
         "event_timestamp": _iso(msg.event_time),
+        "event_time_source": msg.event_time_source,
         "source": msg.source(),
     }
     return msg.key, to_json(value)

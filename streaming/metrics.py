@@ -1,21 +1,23 @@
 """The bridge's Prometheus metrics, in a registry of its own (served on `--metrics-port`)."""
 
 import logging
+from collections import Counter as Tally
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from models.contract import INPUT_COLUMNS
+from models.contract import EVENT_TIME_FIELD, FEATURE_FIELDS
+from models.policy import ignored_label
 from models.schema import PredictRequest
 from streaming.logs import log
-from streaming.messages import EVENT_TIME_FIELD, Problem
+from streaming.messages import Message, Problem
 
 logger = logging.getLogger("streaming.bridge")
 
 # Dead-letter reasons are labelled `field:code`; a field outside the contract (an unexpected
 # key, chosen by whoever wrote the message) is folded into `other` to keep the label set bounded.
-_KNOWN_FIELDS = {*INPUT_COLUMNS, *PredictRequest.model_fields, EVENT_TIME_FIELD, "request"}
+_KNOWN_FIELDS = {*PredictRequest.model_fields, *FEATURE_FIELDS, EVENT_TIME_FIELD, "request"}
 _SIZE_BUCKETS = (1, 5, 10, 25, 50, 100, 200, 300, 500, 750, 1000)
 _SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
@@ -40,6 +42,22 @@ class BridgeMetrics:
         self.dead_lettered = Counter(
             "churn_stream_dead_letters",
             "Messages sent to the error topic, by field:code",
+            ["reason"],
+            registry=r,
+        )
+        self.ignored_fields = Counter(
+            "churn_stream_ignored_fields",
+            "Fields of consumed messages that no path reads (ignored, never changing an answer),"
+            " by name (`features.NAME` inside features; `other` past the label limit); an"
+            " unusable request_id or priority counts too; the event `timestamp` does not",
+            ["field"],
+            registry=r,
+        )
+        self.event_time_fallbacks = Counter(
+            "churn_stream_event_time_fallback",
+            "Messages whose `timestamp` could not be read (reason: wrong_type, bad_date,"
+            " out_of_range), so the record's broker timestamp was the event time. A message"
+            " without one (absent or null) uses the record time too, normally: not counted",
             ["reason"],
             registry=r,
         )
@@ -89,6 +107,24 @@ class BridgeMetrics:
         self.paused = Gauge(
             "churn_stream_paused", "1 while consumption is paused for scoring retries", registry=r
         )
+
+    def count_policy(self, messages: list[Message]) -> None:
+        """Count the ignored fields and unreadable event times of freshly consumed messages.
+
+        Per message, two attribute tests (decoding found both already); labels are touched once
+        per distinct value of a poll, not once per message.
+        """
+        fields: Tally[str] = Tally()
+        fallbacks: Tally[str] = Tally()
+        for msg in messages:
+            if msg.ignored:
+                fields.update(msg.ignored)
+            if msg.event_time_error is not None:
+                fallbacks[msg.event_time_error] += 1
+        for name, n in fields.items():
+            self.ignored_fields.labels(ignored_label(name)).inc(n)
+        for reason, n in fallbacks.items():
+            self.event_time_fallbacks.labels(reason).inc(n)
 
     def serve(self, port: int) -> None:
         """Expose /metrics on `port` (a daemon thread); 0 means no endpoint."""

@@ -1,8 +1,13 @@
 """Scoring a micro-batch in one call: through the served bento over HTTP, or in this process.
 
 Both return one outcome per message, in order: the prediction fields (`RESULT_FIELDS`) or the
-`Problem` the scorer found. A scorer that cannot answer now raises `ScoringUnavailableError`; the
-bridge then retries the same messages, so a failure never drops or skips anything.
+`Problem` the scorer found. Two ways to fail, never dropping or skipping a message:
+
+- `ScoringUnavailableError`: cannot answer now (connection refused, timeout, 5xx, 429 or 408):
+  the bridge retries the same messages until the service answers.
+- `ScoringRefusedError`: the service answered with any other 4xx (401/403: no or wrong token;
+  404: wrong URL; 413 or 400: a request it will never take). Retrying cannot help; the bridge
+  stops without committing and exits non-zero (`streaming.bridge.EXIT_REFUSED`).
 """
 
 from collections.abc import Sequence
@@ -40,6 +45,61 @@ class ScoringUnavailableError(ChurnError):
         super().__init__(f"{kind}: {detail}")
 
 
+# 4xx that say "not now" rather than "never": retried like an outage.
+RETRYABLE_4XX = frozenset({httpx.codes.REQUEST_TIMEOUT, httpx.codes.TOO_MANY_REQUESTS})
+_TOKEN_HINT = "check --service-token / CHURN_STREAM_SERVICE_TOKEN (the bento's API_TOKENS)"
+_URL_HINT = "check --service-url / CHURN_STREAM_SERVICE_URL"
+_SIZE_HINT = "lower --max-batch, or raise the bento's MAX_BODY_BYTES"
+_CONTRACT_HINT = "check that the bridge and the bento are the same version"
+_HINTS = {401: _TOKEN_HINT, 403: _TOKEN_HINT, 404: _URL_HINT, 413: _SIZE_HINT}
+
+
+class ScoringRefusedError(ChurnError):
+    """The service refused the bridge's requests (a 4xx other than 408/429): a configuration or
+    contract error, not an outage, so retrying would only repeat it.
+
+    `status` is the HTTP status, `body` what the service said (its `error` text when it sent
+    one, cut at 500 characters), `request` the one refused (`POST /predict/batch`); `str()` is
+    the whole explanation, with what to check.
+    """
+
+    status_code = 502
+    public_message = "scoring refused"
+
+    def __init__(self, status: int, body: str, request: str) -> None:
+        self.status, self.body, self.request = status, body, request
+        hint = _HINTS.get(status, _CONTRACT_HINT)
+        super().__init__(
+            f"the service refused the bridge's requests: {status} {body} ({request}); {hint}"
+        )
+
+    @property
+    def kind(self) -> str:
+        return f"http_{self.status}"
+
+
+def _said(answer: httpx.Response) -> str:
+    """The service's words: the `error` of a JSON error body, else the body's text (cut)."""
+    try:
+        body = from_json(answer.content)
+    except ValueError:
+        return answer.text[:500]
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return body["error"][:500]
+    return answer.text[:500]
+
+
+def check_answer(answer: httpx.Response) -> None:
+    """Raise unless `answer` is a 200: refused (4xx) or unavailable (5xx, 408, 429, other)."""
+    status = answer.status_code
+    if status == httpx.codes.OK:
+        return
+    if 400 <= status < 500 and status not in RETRYABLE_4XX:
+        request = f"{answer.request.method} {answer.request.url.path}"
+        raise ScoringRefusedError(status, _said(answer), request)
+    raise ScoringUnavailableError(f"http_{status}", answer.text[:500])
+
+
 class Scorer(Protocol):
     name: str
 
@@ -68,9 +128,13 @@ class HttpScorer:
 
     def _connect(self) -> bentoml.SyncHTTPClient:
         # server_ready_timeout=0: fail fast when the service is down; the bridge retries.
-        client = bentoml.SyncHTTPClient(
-            self.url, server_ready_timeout=0, timeout=self.timeout, token=self.token
-        )
+        try:
+            client = bentoml.SyncHTTPClient(
+                self.url, server_ready_timeout=0, timeout=self.timeout, token=self.token
+            )
+        except BentoMLException as exc:  # the schema could not be read: why?
+            self._explain_schema_failure()
+            raise ScoringUnavailableError("schema", str(exc)[:500]) from exc
         try:
             self._route = client.endpoints[BATCH_ENDPOINT].route
         except KeyError:
@@ -80,19 +144,28 @@ class HttpScorer:
             ) from None
         return client
 
+    def _explain_schema_failure(self) -> None:
+        """The client says only "Failed to fetch schema": ask once more to learn the status, and
+        raise `ScoringRefusedError` when it is a refusal (with a token set, /schema.json needs
+        it like the endpoints do). Anything else stays an outage, to retry."""
+        headers = {"authorization": f"Bearer {self.token}"} if self.token else {}
+        try:
+            answer = httpx.get(f"{self.url.rstrip('/')}/schema.json", headers=headers,
+                               timeout=self.timeout)  # fmt: skip
+        except httpx.HTTPError:
+            return
+        check_answer(answer)
+
     def score(self, messages: Sequence[Message], as_of: date) -> list[Outcome]:
         body = to_json({"requests": [m.payload for m in messages]})
         try:
             self._client = self._client or self._connect()
             answer = self._client.request("POST", self._route, content=body, headers=JSON)
-        except BentoMLException as exc:  # the schema could not be read
-            raise ScoringUnavailableError("schema", str(exc)[:500]) from exc
         except httpx.TimeoutException as exc:
             raise ScoringUnavailableError("timeout", repr(exc)) from exc
         except httpx.TransportError as exc:
             raise ScoringUnavailableError("connect", repr(exc)) from exc
-        if answer.status_code != httpx.codes.OK:
-            raise ScoringUnavailableError(f"http_{answer.status_code}", answer.text[:500])
+        check_answer(answer)
         try:
             parsed = from_json(answer.content)
         except ValueError as exc:

@@ -16,6 +16,15 @@ from models.contract import MAX_BATCH_ITEMS, MODEL_TAG_ENV
 from models.validation import today_utc
 
 ENV_PREFIX = "CHURN_STREAM_"
+# The bridge's exit statuses (`churn-stream --help` lists them).
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
+EXIT_STATUS_HELP = (
+    f"exit status: {EXIT_OK} stopped by SIGTERM/SIGINT; {EXIT_FAILED} an unexpected error "
+    f"(e.g. the broker refused a result); {EXIT_USAGE} bad flags or settings; {EXIT_REFUSED} the "
+    "service refused the bridge's requests (401/403: check --service-token; any other 4xx but "
+    "408/429), logged once, nothing of the batches in hand committed. A service that is down, "
+    "times out or answers 5xx/429 is retried, never an exit."
+)
 
 
 class StreamSettings(BaseSettings):
@@ -76,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="churn-stream",
         description="Score customer events from Kafka with the churn model, at least once.",
+        epilog=EXIT_STATUS_HELP,
     )
     for name, field in StreamSettings.model_fields.items():
         env = f"{ENV_PREFIX}{name.upper()}"

@@ -160,3 +160,19 @@ def stop(bridge: Process, sig: int = signal.SIGTERM) -> int:
     code = bridge.stop(sig, timeout=30)
     assert time.monotonic() - started < 30, bridge.log_tail()
     return code
+
+
+def canonical_matrix(records: Iterable[dict[str, Any]]) -> Any:
+    """The model's matrix of canonical flat events (as `event()` makes them), built here rather
+    than by the code under test: age, income, purchase_history, and the days from
+    last_purchase_date to AS_OF, the bridge's as-of date in these tests."""
+    from datetime import date
+
+    import numpy as np
+
+    rows = [
+        [r["age"], r["income"], r["purchase_history"],
+         (AS_OF - date.fromisoformat(r["last_purchase_date"])).days]
+        for r in records
+    ]  # fmt: skip
+    return np.array(rows, np.float64).reshape(-1, 4)
