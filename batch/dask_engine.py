@@ -6,11 +6,18 @@ partitioned outputs (`predictions.parquet/part-F-P.parquet`, same for `rejected.
 the staging directory and returns its statistics; the client merges them into the report. The
 workers therefore need the input files and the output directory at the same paths (a shared
 filesystem), and this package installed, like any Dask job.
+
+A partition may run more than once (Dask re-runs the tasks of a lost worker), so everything it
+writes is idempotent: each file is written under a hidden temporary name and renamed over its
+final one, and its id hashes go to files of its own that a re-run replaces.
 """
 
 import json
 import logging
 import os
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,15 +54,38 @@ def score_partition(
     chunk = Chunk(source, offsets[number], table, table)
     scored = score_chunk(run, chunk)
     name = f"part-{file_index:04d}-{number:05d}.parquet"
-    with prediction_writer(Path(staging, PREDICTIONS_FILE, name)) as writer:
-        writer.write_table(scored.predictions)
-    pq.write_table(scored.rejected, Path(staging, REJECTED_FILE, name))
-    dupes = DuplicateCounter(Path(staging, DUPLICATES_DIR), part=f"{file_index}-{number}")
-    dupes.add(scored.predictions.column(ID_COLUMN))
+    with (
+        _replacing(Path(staging, PREDICTIONS_FILE, name)) as path,
+        prediction_writer(path, run.explain) as w,
+    ):
+        w.write_table(scored.predictions)
+    with _replacing(Path(staging, REJECTED_FILE, name)) as path:
+        pq.write_table(scored.rejected, path)
+    part = f"{file_index}-{number}"
+    dupes = DuplicateCounter(Path(staging, DUPLICATES_DIR), part=part, replace=True)
+    dupes.add(scored.predictions.column(ID_COLUMN).drop_null())
     dupes.flush()
     stats = Stats()
     stats.update(source, scored, drift_edges(run.predictor.metadata))
     return pd.DataFrame({STATS_COLUMN: [json.dumps(stats.to_dict())]})
+
+
+@contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """Yield a hidden temporary path beside `path` (readers of the directory skip it) to write;
+    once written it replaces `path` in one rename."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _remove(directory: Path, keep: Callable[[Path], bool]) -> None:
+    for path in directory.iterdir():
+        if not keep(path):
+            path.unlink()
 
 
 def _client(scheduler: str | None) -> Any:
@@ -125,11 +155,13 @@ def run_dask(
         client.close()
         if cluster is not None:
             cluster.close()
+    # The temporary files of attempts cut short by a lost worker.
+    for name in (PREDICTIONS_FILE, REJECTED_FILE, DUPLICATES_DIR):
+        _remove(staging / name, keep=lambda path: not path.name.endswith(".tmp"))
     _ensure_readable(staging / PREDICTIONS_FILE, run)
     dupes = DuplicateCounter(staging / DUPLICATES_DIR)
     duplicates = dupes.count(scored_ids(staging / PREDICTIONS_FILE))
-    for leftover in (staging / DUPLICATES_DIR).iterdir():
-        leftover.unlink()
+    _remove(staging / DUPLICATES_DIR, keep=lambda path: False)
     (staging / DUPLICATES_DIR).rmdir()
     return stats, duplicates
 
@@ -137,7 +169,7 @@ def run_dask(
 def _ensure_readable(directory: Path, run: RunInfo) -> None:
     """A run with no partitions still leaves readable (empty) outputs."""
     if not any(directory.iterdir()):
-        with prediction_writer(directory / "part-empty.parquet"):
+        with prediction_writer(directory / "part-empty.parquet", run.explain):
             pass
         rejected = directory.parent / REJECTED_FILE / "part-empty.parquet"
         pq.write_table(run.rejects_schema.empty_table(), rejected)

@@ -7,6 +7,8 @@ as one.
 No listed package hashes arrow strings without making a Python object per value, hence numpy.
 """
 
+import os
+import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -74,6 +76,21 @@ def _repeats(files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     return values[many], counts[many]
 
 
+def _replace_file(path: Path, data: bytes) -> None:
+    """`path` holds `data` (nothing at all when empty), or its previous content if this fails
+    midway; never a mix. The temporary name is hidden and does not end in `.u64`."""
+    if not data:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 @dataclass
 class Duplicates:
     """Rows whose id was seen before, how many ids repeat, and the most repeated ones."""
@@ -85,10 +102,16 @@ class Duplicates:
 
 class DuplicateCounter:
     """Spills the hashes of every scored id under `workdir`, then counts repeats. `part` names
-    this writer's files, keeping concurrent writers (Dask tasks) apart."""
+    this writer's files, keeping concurrent writers (Dask tasks) apart.
 
-    def __init__(self, workdir: Path, part: str = "0") -> None:
-        self.workdir, self.part = workdir, part
+    By default the hashes are appended to the files every `SPILL_ROWS`. With `replace`, they
+    stay in memory until `flush`, which writes all of them as this part's files, each written
+    under a temporary name and renamed over the last: writing the same part again (a Dask task
+    re-run after its worker was lost) replaces its hashes instead of adding them a second
+    time, so they do not count as duplicates."""
+
+    def __init__(self, workdir: Path, part: str = "0", replace: bool = False) -> None:
+        self.workdir, self.part, self.replace = workdir, part, replace
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._pending: list[np.ndarray] = []
         self._pending_rows = 0
@@ -100,22 +123,29 @@ class DuplicateCounter:
         """Queue `hash_strings` of a chunk's ids (computed wherever is convenient)."""
         self._pending.append(hashes)
         self._pending_rows += len(hashes)
-        if self._pending_rows >= SPILL_ROWS:
+        if self._pending_rows >= SPILL_ROWS and not self.replace:
             self.flush()
 
     def flush(self) -> None:
-        """Append the pending hashes to their bucket files."""
-        if not self._pending:
+        """Append the pending hashes to their bucket files (with `replace`: write every hash
+        added so far as this part's files, replacing any earlier ones)."""
+        if not self._pending and not self.replace:
             return
-        hashes = np.concatenate(self._pending)
-        self._pending, self._pending_rows = [], 0
+        hashes = np.concatenate(self._pending) if self._pending else np.empty(0, np.uint64)
+        if self.replace:
+            self._pending = [hashes]  # a later flush rewrites them all
+        else:
+            self._pending, self._pending_rows = [], 0
         buckets = (hashes >> np.uint64(64 - BUCKET_BITS)).astype(np.uint8)
         # A stable sort of one-byte keys is a radix sort: linear, unlike sorting the hashes.
         hashes = hashes[np.argsort(buckets, kind="stable")]
         sizes = np.bincount(buckets, minlength=1 << BUCKET_BITS)
         for bucket, piece in enumerate(np.split(hashes, np.cumsum(sizes)[:-1])):
-            if len(piece):
-                with (self.workdir / f"{bucket:02d}-{self.part}.u64").open("ab") as out:
+            path = self.workdir / f"{bucket:02d}-{self.part}.u64"
+            if self.replace:
+                _replace_file(path, piece.tobytes())
+            elif len(piece):
+                with path.open("ab") as out:
                     out.write(piece.tobytes())
 
     def count(self, scored_ids: Iterable[pa.Array], top: int = 10) -> Duplicates:

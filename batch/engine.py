@@ -70,7 +70,7 @@ def scored_ids(path: Path) -> Iterator:
     """The customer ids of a predictions file (or directory of parts), a row group at a time."""
     for part in sorted(path.glob("*.parquet")) if path.is_dir() else [path]:
         for batch in pq.ParquetFile(part).iter_batches(columns=[ID_COLUMN]):
-            yield batch.column(0)
+            yield batch.column(0).drop_null()  # rows without an id are no duplicates
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,13 +8,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from models.errors import OutputConflictError
+
 PREDICTIONS_FILE = "predictions.parquet"
 REJECTED_FILE = "rejected.parquet"
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
 
 
-class OutputExistsError(Exception):
+class OutputExistsError(OutputConflictError):
     """DIR exists and `--overwrite` was not given."""
 
 
@@ -28,7 +30,9 @@ def check_target(target: Path, overwrite: bool) -> None:
 @contextmanager
 def staged_output(target: Path, overwrite: bool) -> Iterator[Path]:
     """Yield a fresh staging directory beside `target`; on success it becomes `target`, on any
-    exception (including SystemExit and KeyboardInterrupt) it is removed."""
+    exception (including SystemExit and KeyboardInterrupt, and a failure to publish) it is
+    removed. With `overwrite`, an existing `target` is replaced only by a complete run: if the
+    new directory cannot be put in place, the old one is put back."""
     check_target(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
@@ -37,10 +41,10 @@ def staged_output(target: Path, overwrite: bool) -> Iterator[Path]:
     staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would otherwise become DIR's mode
     try:
         yield staging
+        _publish(staging, target, overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _publish(staging, target, overwrite)
 
 
 def _publish(staging: Path, target: Path, overwrite: bool) -> None:
@@ -52,5 +56,10 @@ def _publish(staging: Path, target: Path, overwrite: bool) -> None:
     old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
     old.rmdir()
     target.rename(old)
-    staging.rename(target)
+    try:
+        staging.rename(target)
+    except BaseException:
+        # Put the previous DIR back (should that fail too, it stays under its `.old-` name).
+        old.rename(target)
+        raise
     shutil.rmtree(old, ignore_errors=True)

@@ -49,8 +49,11 @@ def check_artifacts(model: Any, scaler: Any) -> None:
             raise IncompatibleModelError(
                 f"{name} was fitted on columns {list(names)}, not {list(FEATURES)}"
             )
-    if sorted(np.asarray(model.classes_).tolist()) != [0, 1]:
-        raise IncompatibleModelError(f"model classes are {model.classes_!r}, expected [0, 1]")
+    classes = getattr(model, "classes_", None)
+    if classes is None:
+        raise IncompatibleModelError("model has no classes_ (is it fitted?); expected [0, 1]")
+    if sorted(np.asarray(classes).tolist()) != [0, 1]:
+        raise IncompatibleModelError(f"model classes are {classes!r}, expected [0, 1]")
     try:
         proba = model.predict_proba(scaler.transform(_PROBE))
     except Exception as exc:
@@ -61,13 +64,21 @@ def check_artifacts(model: Any, scaler: Any) -> None:
         raise IncompatibleModelError(f"predict_proba returned shape {proba.shape}, expected (n, 2)")
 
 
+def label(item: str) -> tuple[str, str]:
+    """One `--label KEY=VALUE` (the value may itself hold `=`)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{item!r} is not KEY=VALUE with a non-empty KEY")
+    return key, value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="joblib file of the classifier")
     parser.add_argument("--scaler", type=Path, required=True, help="joblib file of the scaler")
-    parser.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
-    labels = dict(item.split("=", 1) for item in args.label if "=" in item)
+    parser.add_argument("--label", action="append", default=[], type=label, metavar="KEY=VALUE")
+    args = parser.parse_args(argv)  # a bad --label exits 2 here, naming it
+    labels = dict(args.label)
     try:
         model = load_artifact(args.model, "model")
         scaler = load_artifact(args.scaler, "scaler")

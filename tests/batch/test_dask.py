@@ -1,11 +1,19 @@
 """The Dask engine on a real distributed LocalCluster (2 worker processes): same outputs, same
 report, same counts as the local engine."""
 
+import os
+import signal
+import threading
+import uuid
+from collections import Counter
+from pathlib import Path
+
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
 from tests.batch.conftest import GOOD, customers, read_outputs, run_batch, write_parquet
+from tests.support import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +70,100 @@ def test_dask_engine_refuses_non_parquet_input(tmp_path, model_tag, caplog):
     assert run_batch([src], tmp_path / "out", model_tag, "--engine", "dask") == 2
     assert "parquet only" in caplog.text
     assert not (tmp_path / "out").exists()
+
+
+class StallOnePartition:
+    """A worker plugin: the first partition (over the whole cluster) to have written all its
+    outputs, spilled id hashes included, writes its worker's pid to `stalled` and then waits to
+    be killed; every call of that point (each partition run, re-runs too) leaves a file in
+    `calls`."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.stalled, self.calls = workdir / "stalled", workdir / "calls"
+
+    def setup(self, worker) -> None:
+        from batch.report import Stats
+
+        real, stalled, calls = Stats.update, self.stalled, self.calls
+
+        def update(stats, *args, **kwargs):
+            (calls / uuid.uuid4().hex).touch()
+            try:
+                os.close(os.open(f"{stalled}.claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return real(stats, *args, **kwargs)
+            tmp = stalled.with_suffix(".tmp")
+            tmp.write_text(str(os.getpid()))
+            tmp.rename(stalled)
+            threading.Event().wait(120)  # killed long before this
+            raise RuntimeError("the stalled worker was never killed")
+
+        Stats.update = update
+
+
+@pytest.mark.slow
+def test_partitions_rerun_after_a_lost_worker_count_no_extra_duplicates(
+    tmp_path, model_tag, monkeypatch
+):
+    from distributed import Client, LocalCluster
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    # Ids repeated within a file, across files and across row groups (= partitions).
+    a = customers(60)
+    b = [*customers(12, start=50), *customers(3, start=7), *customers(1, start=7)]
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    write_parquet(inputs / "a.parquet", a, row_group_size=10)
+    write_parquet(inputs / "b.parquet", b, row_group_size=4)
+    ids = pd.Series([r["customer_id"] for r in a + b])
+    repeats = ids.value_counts()
+    repeats = repeats[repeats > 1]
+    partitions = 6 + 4
+
+    workdir = tmp_path / "plugin"
+    (workdir / "calls").mkdir(parents=True)
+    plugin = type("Stall", (StallOnePartition, WorkerPlugin), {})(workdir)
+    killed: list[int] = []
+
+    def kill_the_stalled_worker() -> None:
+        wait_until(lambda: (workdir / "stalled").exists(), 120, "a stalled partition")
+        pid = int((workdir / "stalled").read_text())
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    cluster = LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    )
+    killer = threading.Thread(target=kill_the_stalled_worker, daemon=True)
+    try:
+        with Client(cluster) as client:
+            client.register_plugin(plugin)
+            killer.start()
+            out = tmp_path / "out"
+            code = run_batch(
+                [inputs],
+                out,
+                model_tag,
+                "--engine",
+                "dask",
+                "--scheduler",
+                cluster.scheduler_address,
+            )
+            killer.join(10)
+    finally:
+        cluster.close()
+
+    assert code == 0
+    assert len(killed) == 1  # the worker was lost while the run was under way
+    # The partition it held (and any result only it kept) was scored again elsewhere.
+    assert len(list((workdir / "calls").iterdir())) > partitions
+    predictions, rejected, report = read_outputs(out)
+    assert Counter(predictions["customer_id"]) == Counter(ids)
+    assert rejected.empty
+    assert report["summary"]["rows_in"] == len(ids)
+    assert report["duplicates"]["duplicated_ids"] == len(repeats)
+    assert report["duplicates"]["duplicate_rows"] == int((repeats - 1).sum())
+    # The most repeated ids (up to ten; ties in any order), each with its true count.
+    examples = report["duplicates"]["examples"]
+    assert {cid: repeats[cid] for cid in examples} == examples
+    assert sorted(examples.values(), reverse=True) == sorted(repeats, reverse=True)[:10]

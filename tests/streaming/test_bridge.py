@@ -5,13 +5,18 @@ coordinates; duplicates are allowed only where the bridge was killed with a batc
 """
 
 import json
+import os
 import signal
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
 
 from models.contract import RAW_FEATURES
+from streaming.bridge import MAX_SUBMITTED
 from tests.streaming.support import (
     PARTITIONS,
     event,
@@ -20,7 +25,7 @@ from tests.streaming.support import (
     stop,
     unique,
 )
-from tests.support import wait_until
+from tests.support import Process, wait_until
 
 pytestmark = pytest.mark.slow
 FUTURE, NO_DAY = "2026-07-01", "2026-02-30"  # after the as-of date; not a date
@@ -90,7 +95,7 @@ def test_each_kind_of_malformed_message_goes_to_the_error_topic(kafka, bento, la
             event(5, True, last_purchase_date="2026-02-30"),
         ),
         (event(6, nested=True, income=-1), event(6, nested=True, income=-1)),
-        ({**event(7), "colour": "red"}, {**event(7, nested=True), "colour": "red"}),
+        ({**event(7, age=-1), "colour": "red"}, {**event(7, nested=True, age=-1), "colour": "red"}),
     ]:
         # The HTTP batch endpoint's reason for the same item is the expected one.
         answer = httpx.post(f"{bento.url}/predict/batch", json={"requests": [item]}).json()
@@ -205,19 +210,67 @@ def test_two_bridges_in_one_group_split_the_partitions(kafka, bento, launch, rea
     assert stop(bridges[1]) == 0
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants. `bentoml serve` starts its workers in sessions of their own,
+    so its process group does not reach the process that answers."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    tree, level = [pid], [pid]
+    while level:
+        level = [child for child, parent in parents.items() if parent in level]
+        tree += level
+    return tree
+
+
+@contextmanager
+def held(service: Process) -> Iterator[None]:
+    """Every process of `service` stopped (SIGSTOP): a call sent to it meanwhile is accepted by
+    the kernel but answered only once the block ends (SIGCONT, even on failure)."""
+    pids = process_tree(service.proc.pid)
+    assert len(pids) > 1, "no worker process found"
+    stopped = []
+    try:
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+            stopped.append(pid)
+        yield
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+
+
 def test_sigterm_mid_stream_finishes_the_batch_commits_and_leaves_the_group(
     kafka, bento, launch, readers
 ):
     topic, group = kafka.topic("term"), unique("g")
-    sent = kafka.send(topic, [event(i) for i in range(3000)])
-    args = ("--service-url", bento.url, "--max-batch", "100")
+    events = [event(i) for i in range(3000)]
+    first = kafka.send(topic, events[:300])
+    max_batch = 100
+    args = ("--service-url", bento.url, "--max-batch", str(max_batch))
     bridge = launch(topic, group, *args)
     out, err = readers(topic)
-    read_until([out], 300, 60, bridge)
+    read_until([out], len(first), 60, bridge)
+    calls = metric(bridge, "churn_stream_service_calls_total")  # all of them answered
+    with held(bento):
+        # The rest arrives while scoring is held: the bridge takes a batch of it to the
+        # scorer, and can finish no batch of it before it is told to stop.
+        rest = kafka.send(topic, events[300:])
+        in_scorer = lambda: metric(bridge, "churn_stream_service_calls_total") > calls  # noqa: E731
+        wait_until(in_scorer, 30, "a batch of the rest in the scorer")
+        bridge.proc.send_signal(signal.SIGTERM)
     assert stop(bridge) == 0
+    sent = {**first, **rest}
 
     committed = kafka.committed(group)
-    assert sum(committed.values()) < len(sent)  # stopped mid-stream
+    # Stopped mid-stream: the batch held in the scorer was finished and committed, then no more
+    # than the bridge had in hand (the batches handed to the scorer and the one being
+    # collected); the rest of the input was left to the next consumer.
+    in_hand = (MAX_SUBMITTED + 1) * max_batch
+    assert len(first) < sum(committed.values()) <= len(first) + in_hand < len(sent)
     wait_until(lambda: len(out.poll()) >= sum(committed.values()), 10, "results read")
     expected = {(p, o) for p, o in sent if o < committed.get(p, 0)}
     assert Counter(out.sources()) == Counter(expected)  # all delivered, none twice, none more

@@ -106,3 +106,51 @@ def test_if_missing_trains_into_an_empty_store_and_then_leaves_it_alone(tmp_path
     again = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert "not training" in again.stdout
+
+
+def store_tags() -> set[str]:
+    return {str(m.tag) for m in bentoml.models.list(MODEL_NAME)}
+
+
+def test_import_refuses_a_model_without_classes_with_exit_2(model_tag, tmp_path: Path, capsys):
+    # A classifier that was never fitted has predict_proba but no `classes_`.
+    _, scaler = fitted_pair()
+    joblib.dump(LogisticRegression(), tmp_path / "m.pkl")
+    joblib.dump(scaler, tmp_path / "s.pkl")
+    before = store_tags()
+    code = import_model.main(
+        ["--model", str(tmp_path / "m.pkl"), "--scaler", str(tmp_path / "s.pkl")]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "classes_" in err
+    assert "Traceback" not in err
+    assert store_tags() == before
+
+
+@pytest.mark.parametrize("bad", ["owner", "", "=value"])
+def test_import_refuses_a_label_without_key_and_value(model_tag, tmp_path: Path, capsys, bad):
+    model, scaler = fitted_pair()
+    joblib.dump(model, tmp_path / "m.pkl")
+    joblib.dump(scaler, tmp_path / "s.pkl")
+    before = store_tags()
+    args = ["--model", str(tmp_path / "m.pkl"), "--scaler", str(tmp_path / "s.pkl")]
+    with pytest.raises(SystemExit) as exit_info:
+        import_model.main([*args, "--label", "team=ml", "--label", bad])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--label: {bad!r}" in err
+    assert "KEY=VALUE" in err
+    assert store_tags() == before
+
+
+def test_import_keeps_every_label_given_as_key_value(model_tag, tmp_path: Path):
+    model, scaler = fitted_pair()
+    joblib.dump(model, tmp_path / "m.pkl")
+    joblib.dump(scaler, tmp_path / "s.pkl")
+    before = store_tags()
+    args = ["--model", str(tmp_path / "m.pkl"), "--scaler", str(tmp_path / "s.pkl")]
+    assert import_model.main([*args, "--label", "team=ml", "--label", "query=a=b"]) == 0
+    (new,) = store_tags() - before
+    labels = bentoml.models.get(new).info.labels
+    assert labels == {"source": "models.import_model", "team": "ml", "query": "a=b"}
