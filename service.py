@@ -17,6 +17,7 @@ import sklearn
 
 from models.contract import ERROR_COLUMN
 from models.errors import InvalidInputError
+from models.explain import explain
 from models.features import future_date_error, matrix_from_records
 from models.predict import score_frame, score_requests, split_requests
 from models.predictor import ChurnPredictor, resolve_tag
@@ -73,6 +74,8 @@ class ChurnEndpoints:
         self.started = time.monotonic()
         self.settings = ServiceSettings()
         self.predictor = ChurnPredictor.from_stored(self.bento_model)
+        # For /health's `last_updated`: when the served model was saved to the store.
+        self.model_created_at = self.bento_model.info.creation_time
         s = self.settings
         self.cache = (
             PredictionCache(
@@ -107,35 +110,50 @@ class ChurnEndpoints:
     @bentoml.api(route="/predict")
     @http_errors
     async def predict(self, request: PredictRequest, /) -> ServedPrediction:
-        """Churn prediction for one customer."""
+        """Churn prediction for one customer; `"explain": true` adds reason codes."""
         started, as_of = time.perf_counter(), self.settings.as_of()
+        if request.ignored_fields:
+            metrics.record_ignored("predict", request.ignored_fields)
         if err := future_date_error(request.features, as_of):
             raise InvalidInputError([err], loc_prefix=("features",))
         matrix = matrix_from_records([request.features], as_of)
         scores, cached = await self.scorer.score(matrix, as_of, self._churn_probability)
-        cached_hit = bool(cached[0])
-        return responses.prediction(request, scores, 0, cached_hit, self.predictor.tag, started)
+        reasons = explain(self.predictor, matrix) if request.explain else None
+        return responses.prediction(
+            request, scores, 0, bool(cached[0]), self.predictor.tag, started, None, reasons
+        )
 
     @bentoml.api(route="/predict/batch")
     @http_errors
     def predict_batch(self, batch: BatchRequest, /) -> ServedBatchResponse:
-        """Up to 1000 customers: invalid items are reported in `errors`, the rest scored at once."""
+        """Up to 1000 customers: invalid items are reported in `errors`, the rest scored at once.
+
+        `"explain": true` (for the batch or an item) adds reason codes."""
         started, as_of = time.perf_counter(), self.settings.as_of()
         valid, rejected = split_requests(batch.requests, as_of)
         metrics.record_batch_size("batch", len(batch.requests))
         metrics.record_validation_failures("batch", (r.first.field for r in rejected))
+        metrics.record_batch_ignored(batch.requests, valid, rejected)
         scorer = self.scorer.in_thread(as_of)
-        scores = score_requests(scorer, [r for _, r in valid], as_of)  # type: ignore[arg-type]
+        requests = [r for _, r in valid]
+        scores = score_requests(scorer, requests, as_of)  # type: ignore[arg-type]
+        reasons = None
+        if any(responses.wants_reasons(batch, r) for r in requests):
+            reasons = explain(
+                self.predictor, matrix_from_records([r.features for r in requests], as_of)
+            )
         return responses.batch_response(
-            batch, valid, rejected, scores, scorer.cached, self.predictor.tag, started
+            batch, valid, rejected, scores, scorer.cached, self.predictor.tag, started, reasons
         )
 
     @bentoml.api(route="/predict/dataframe")
     def predict_dataframe(self, frame: pd.DataFrame, /) -> pd.DataFrame:
-        """Customers in (flat columns), predictions out, with an `error` column per row."""
+        """Customers in (flat columns), predictions out, with an `error` column per row; rows
+        with a true `explain` column also get `reason_1..3` and `contribution_1..3`."""
         scorer = self.scorer.in_thread(self.settings.as_of())
-        out = score_frame(scorer, frame, scorer.as_of)  # type: ignore[arg-type]
+        out = score_frame(scorer, frame, scorer.as_of, self.predictor)  # type: ignore[arg-type]
         metrics.record_batch_size("dataframe", len(frame))
+        metrics.record_ignored_columns(frame.columns)
         # A row's reason reads "field: message" (models.errors.FieldError.reason).
         reasons = out[ERROR_COLUMN].dropna()
         metrics.record_validation_failures("dataframe", (r.split(":", 1)[0] for r in reasons))

@@ -150,7 +150,7 @@ class CustomerFeatures(BaseModel):
     Recency is `last_purchase_date`, or `days_since_purchase` where the date is absent or null.
     """
 
-    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [EXAMPLE_FEATURES]})
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"example": EXAMPLE_FEATURES})
 
     age: Age
     income: Income
@@ -178,7 +178,7 @@ class PredictRequest(BaseModel):
     """One customer, flat or nested (see `models.policy`); unknown fields are ignored and listed
     in `ignored_fields`."""
 
-    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [EXAMPLE_REQUEST]})
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"example": EXAMPLE_REQUEST})
 
     # Absent: the answer carries no id (the default is not validated); explicit null: an error.
     customer_id: CustomerId = Field(None, description="who the answer is for; may be absent")
@@ -229,7 +229,7 @@ class Prediction(BaseModel):
 
 class BatchRequest(BaseModel):
     model_config = ConfigDict(
-        extra="ignore", json_schema_extra={"examples": [{"requests": [EXAMPLE_REQUEST]}]}
+        extra="ignore", json_schema_extra={"example": {"requests": [EXAMPLE_REQUEST]}}
     )
 
     # Items are checked one by one (each a PredictRequest) so one bad item fails only itself.

@@ -4,6 +4,7 @@ The handlers find the running service instance with `bentoml.get_current_service
 """
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import bentoml
@@ -15,13 +16,23 @@ from starlette.routing import Route
 
 from models.contract import MODEL_NAME
 from serving.cache import PredictionCache
+from serving.middleware import active_connections
 
 
 async def health_report(
-    model_version: str | None, cache: PredictionCache | None, started: float
+    model_version: str | None,
+    cache: PredictionCache | None,
+    started: float,
+    model_created_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """`status` is "ok", "degraded" (predicting, but Redis is unreachable) or "starting"."""
-    cache_state = "disabled" if cache is None else "ok" if await cache.ping() else "unreachable"
+    """`status` is "ok", "degraded" (predicting, but Redis is unreachable) or "starting".
+
+    `last_updated` is when the served model was saved to the store, `active_connections` the
+    HTTP requests this worker is answering (this one included), `redis_connected` null without
+    a cache, `timestamp` now; times are ISO 8601 in UTC.
+    """
+    connected = None if cache is None else await cache.ping()
+    cache_state = "disabled" if connected is None else "ok" if connected else "unreachable"
     loaded = model_version is not None
     status = "starting" if not loaded else "degraded" if cache_state == "unreachable" else "ok"
     return {
@@ -30,6 +41,10 @@ async def health_report(
         "model_version": model_version,
         "uptime_seconds": round(time.monotonic() - started, 3) if loaded else 0.0,
         "cache": cache_state,
+        "last_updated": model_created_at.isoformat() if model_created_at else None,
+        "active_connections": active_connections(),
+        "redis_connected": connected,
+        "timestamp": datetime.now(UTC).isoformat(),
     }
 
 
@@ -40,6 +55,7 @@ def model_versions(served: str) -> dict[str, Any]:
     )
     return {
         "served": served,
+        "current": served,
         "versions": [
             {
                 "tag": str(m.tag),
@@ -65,7 +81,9 @@ async def health(_: Request) -> JSONResponse:
     if service is None:
         report = await health_report(None, None, 0.0)
     else:
-        report = await health_report(service.predictor.tag, service.cache, service.started)
+        report = await health_report(
+            service.predictor.tag, service.cache, service.started, service.model_created_at
+        )
     return JSONResponse(report, status_code=200 if report["model_loaded"] else 503)
 
 

@@ -3,16 +3,24 @@
 Defined with plain `prometheus_client` at import time: BentoML points `PROMETHEUS_MULTIPROC_DIR`
 at a shared directory before it imports the service in each worker, so every value here is
 written to that directory and `/metrics` on any worker reports the sum over all workers.
-Label values are bounded: model versions, two classes, a fixed set of field names.
+Label values are bounded: model versions, two classes, a fixed set of field names, and at most
+`models.policy.MAX_IGNORED_LABELS` names of ignored fields per process (then `other`).
 """
 
-from collections.abc import Iterable
+from collections import Counter as Tally
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from prometheus_client import Counter, Histogram
 
 from models.contract import INPUT_COLUMNS
+from models.policy import MAX_IGNORED_LABELS, ignored_columns, ignored_fields, ignored_label
 from models.predictor import Scores
+
+if TYPE_CHECKING:
+    from models.predict import Rejected
+    from models.schema import PredictRequest
 
 PREDICTIONS = Counter(
     "churn_predictions",
@@ -39,6 +47,14 @@ VALIDATION_FAILURES = Counter(
     "churn_validation_failures",
     "Rejected requests, batch items and DataFrame rows, by endpoint and first failing field",
     ["endpoint", "field"],
+)
+IGNORED_FIELDS = Counter(
+    "churn_ignored_fields",
+    "Fields no path reads, ignored without changing any answer, by path (predict | batch | "
+    f"dataframe) and field (`features.NAME` inside features; `other` past {MAX_IGNORED_LABELS} "
+    "names per worker). predict: once per request that passes schema validation; batch: once "
+    "per item, valid or not; dataframe: once per request per ignored column, not once per row",
+    ["path", "field"],
 )
 BATCH_SIZE = Histogram(
     "churn_batch_size",
@@ -85,3 +101,28 @@ def record_validation_failures(endpoint: str, fields: Iterable[str]) -> None:
 
 def record_batch_size(endpoint: str, size: int) -> None:
     BATCH_SIZE.labels(endpoint).observe(size)
+
+
+def record_ignored(path: str, fields: Iterable[str]) -> None:
+    """Count ignored field names (each label bounded by `ignored_label`)."""
+    for field, count in Tally(ignored_label(str(f)) for f in fields).items():
+        IGNORED_FIELDS.labels(path, field).inc(count)
+
+
+def record_batch_ignored(
+    items: Sequence[Any],
+    valid: Iterable[tuple[int, "PredictRequest"]],
+    rejected: Iterable["Rejected"],
+) -> None:
+    """The ignored fields of every batch item: valid ones list theirs, rejected ones are read
+    again from the raw item (`items[index]`)."""
+    names = [f for _, request in valid for f in request.ignored_fields]
+    names += [f for r in rejected for f in ignored_fields(items[r.index])]
+    if names:
+        record_ignored("batch", names)
+
+
+def record_ignored_columns(columns: Iterable[Any]) -> None:
+    """The ignored columns of one DataFrame request, once each whatever its number of rows."""
+    if names := ignored_columns(str(c) for c in columns):
+        record_ignored("dataframe", names)

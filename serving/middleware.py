@@ -1,5 +1,6 @@
-"""The ASGI middleware in front of the service's routes: CORS, bearer auth, a body limit, and
-counting the 400s BentoML answers before our code runs (its own pydantic validation).
+"""The ASGI middleware in front of the service's routes: CORS, bearer auth, a body limit,
+counting the 400s BentoML answers before our code runs (its own pydantic validation), and the
+HTTP requests in flight on this worker (`active_connections()`, reported by /health).
 
 Plain ASGI rather than Starlette's BaseHTTPMiddleware, which would buffer each response and
 cost a task per request. Its settings come from the running service instance, so the service
@@ -22,6 +23,15 @@ from serving.settings import ServiceSettings
 OPEN_PATHS = frozenset(["/healthz", "/livez", "/readyz", "/metrics", "/health", "/", "/docs.json"])
 OPEN_PREFIXES = ("/static_content/",)
 VALIDATED = {"/predict": "predict", "/predict/batch": "batch", "/predict/dataframe": "dataframe"}
+
+# HTTP requests inside `Guard` on this worker (one event loop, so no lock). A CORS preflight,
+# answered before `Guard`, is not counted.
+_in_flight = 0
+
+
+def active_connections() -> int:
+    """HTTP requests being answered by this worker, the caller's own included."""
+    return _in_flight
 
 
 class ServingMiddleware:
@@ -59,6 +69,14 @@ class Guard:
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        global _in_flight
+        _in_flight += 1
+        try:
+            await self.guard(scope, receive, send)
+        finally:
+            _in_flight -= 1
+
+    async def guard(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         headers = dict(scope["headers"])
         if not (path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)):
