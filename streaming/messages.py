@@ -43,6 +43,7 @@ from models.predict import Rejected, check_request
 from models.schema import PredictRequest
 
 RESULT_FIELDS = (*PREDICTION_COLUMNS, "model_version")
+REASON_FIELDS = ("base_log_odds", "reasons")  # with --explain (models.explain)
 FROM_MESSAGE: Final = "message"  # event_time_source: the message's own `timestamp`
 FROM_RECORD: Final = "record"  # event_time_source: the record's broker timestamp
 _NESTED_PREFIX = f"{NESTED_FIELD}."

@@ -21,9 +21,10 @@ from pydantic_core import from_json, to_json
 
 from models.contract import ID_COLUMN
 from models.errors import ChurnError
-from models.predict import score_requests
+from models.explain import explain
+from models.features import matrix_from_records
 from models.predictor import ChurnPredictor, load_predictor
-from streaming.messages import RESULT_FIELDS, Message, Problem
+from streaming.messages import REASON_FIELDS, RESULT_FIELDS, Message, Problem
 from streaming.settings import StreamSettings
 
 Outcome = dict[str, Any] | Problem
@@ -121,8 +122,12 @@ class HttpScorer:
 
     name = "http"
 
-    def __init__(self, url: str, timeout: float, token: str | None = None) -> None:
+    def __init__(
+        self, url: str, timeout: float, token: str | None = None, explain: bool = False
+    ) -> None:
         self.url, self.timeout, self.token = url, timeout, token
+        self.fields = RESULT_FIELDS + REASON_FIELDS if explain else RESULT_FIELDS
+        self.envelope = {"explain": True} if explain else {}
         self._client: bentoml.SyncHTTPClient | None = None
         self._route = ""
 
@@ -157,7 +162,7 @@ class HttpScorer:
         check_answer(answer)
 
     def score(self, messages: Sequence[Message], as_of: date) -> list[Outcome]:
-        body = to_json({"requests": [m.payload for m in messages]})
+        body = to_json({"requests": [m.payload for m in messages], **self.envelope})
         try:
             self._client = self._client or self._connect()
             answer = self._client.request("POST", self._route, content=body, headers=JSON)
@@ -170,14 +175,14 @@ class HttpScorer:
             parsed = from_json(answer.content)
         except ValueError as exc:
             raise ScoringUnavailableError("bad_response", f"not JSON: {exc}") from exc
-        return outcomes_from_batch(parsed, len(messages))
+        return outcomes_from_batch(parsed, len(messages), self.fields)
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
 
 
-def outcomes_from_batch(body: Any, n: int) -> list[Outcome]:
+def outcomes_from_batch(body: Any, n: int, fields: Sequence[str] = RESULT_FIELDS) -> list[Outcome]:
     """The `/predict/batch` answer as one outcome per item: `predictions` are the accepted items in
     order, `errors` name the rejected ones by index."""
     try:
@@ -189,7 +194,7 @@ def outcomes_from_batch(body: Any, n: int) -> list[Outcome]:
                 outcomes.append(rejected[i])
             else:
                 prediction = next(predictions)
-                outcomes.append({k: prediction[k] for k in RESULT_FIELDS})
+                outcomes.append({k: prediction[k] for k in fields})
     except (KeyError, TypeError, StopIteration) as exc:
         raise ScoringUnavailableError("bad_response", f"unexpected batch answer: {exc!r}") from exc
     if next(predictions, None) is not None:
@@ -202,16 +207,24 @@ class InProcessScorer:
 
     name = "in-process"
 
-    def __init__(self, predictor: ChurnPredictor) -> None:
+    def __init__(self, predictor: ChurnPredictor, explain: bool = False) -> None:
         self.predictor = predictor
+        self.explain = explain
 
     def score(self, messages: Sequence[Message], as_of: date) -> list[Outcome]:
         requests = [m.request for m in messages if m.request is not None]
         if len(requests) != len(messages):
             raise ValueError("only valid messages can be scored")
-        scores = score_requests(self.predictor, requests, as_of)
+        matrix = matrix_from_records([r.features for r in requests], as_of)
+        scores = self.predictor.score(matrix)
+        reasons = explain(self.predictor, matrix) if self.explain else None
         return [
-            {ID_COLUMN: r.customer_id, **scores.row(i), "model_version": self.predictor.tag}
+            {
+                ID_COLUMN: r.customer_id,
+                **scores.row(i),
+                "model_version": self.predictor.tag,
+                **(reasons.row(i) if reasons is not None else {}),
+            }
             for i, r in enumerate(requests)
         ]
 
@@ -221,5 +234,7 @@ class InProcessScorer:
 
 def scorer_for(settings: StreamSettings) -> Scorer:
     if settings.in_process:
-        return InProcessScorer(load_predictor(settings.model_tag))
-    return HttpScorer(settings.service_url, settings.service_timeout_s, settings.service_token)
+        return InProcessScorer(load_predictor(settings.model_tag), settings.explain)
+    return HttpScorer(
+        settings.service_url, settings.service_timeout_s, settings.service_token, settings.explain
+    )

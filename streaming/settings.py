@@ -42,6 +42,9 @@ class StreamSettings(BaseSettings):
     in_process: bool = Field(
         False, description="load the model from the BentoML store and score in this process"
     )
+    explain: bool = Field(
+        False, description="add reason codes (base_log_odds, reasons) to each result"
+    )
     model_tag: str | None = Field(
         None,
         description=f"model store tag for --in-process (default: ${MODEL_TAG_ENV} or latest)",

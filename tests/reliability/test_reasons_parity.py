@@ -10,6 +10,7 @@ import pytest
 from models.contract import FEATURES, ID_COLUMN
 from tests.batch.conftest import read_outputs, run_batch, write_parquet
 from tests.reliability.corpus import AS_OF, nested, valid_customers
+from tests.streaming.support import Kafka, Reader, read_until, start_bridge, stop
 
 N = 40
 
@@ -82,3 +83,28 @@ def test_dataframe_and_batch_file_give_the_same_top_three(
             assert row[f"reason_{k}"] == batch.loc[row[ID_COLUMN], f"reason_{k}"] == FEATURES[j]
             assert row[f"contribution_{k}"] == batch.loc[row[ID_COLUMN], f"contribution_{k}"]
             assert row[f"contribution_{k}"] == pytest.approx(want[j], abs=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["service", "in-process"])
+def test_the_bridge_gives_the_same_reasons(
+    kafka_broker, bento, logs_dir, model_tag, predictor, rows, expected, mode
+):
+    kafka = Kafka(kafka_broker.port)
+    topic = kafka.topic(f"reasons-{mode}")
+    results, errors = Reader(kafka.servers, f"{topic}-out"), Reader(kafka.servers, f"{topic}-err")
+    sent = kafka.send(topic, rows)
+    how = ["--service-url", bento.url]
+    if mode == "in-process":
+        how = ["--in-process", "--model-tag", model_tag]
+    bridge = start_bridge(logs_dir, kafka, topic, topic, "--explain", *how)
+    try:
+        read_until([results, errors], len(sent), 180, bridge)
+    finally:
+        assert stop(bridge) == 0
+        kafka.close()
+    assert errors.records == []
+    intercept = float(predictor.model.intercept_[0])
+    for result in results.records:
+        check_full(result, expected[result[ID_COLUMN]], intercept)
+    results.close()
+    errors.close()
