@@ -15,7 +15,13 @@ import numpy as np
 from prometheus_client import Counter, Histogram
 
 from models.contract import INPUT_COLUMNS
-from models.policy import MAX_IGNORED_LABELS, ignored_columns, ignored_fields, ignored_label
+from models.policy import (
+    MAX_IGNORED_LABELS,
+    OPTIONS,
+    ignored_columns,
+    ignored_fields,
+    ignored_label,
+)
 from models.predictor import Scores
 
 if TYPE_CHECKING:
@@ -123,6 +129,8 @@ def record_batch_ignored(
 
 
 def record_ignored_columns(columns: Iterable[Any]) -> None:
-    """The ignored columns of one DataFrame request, once each whatever its number of rows."""
-    if names := ignored_columns(str(c) for c in columns):
+    """The ignored columns of one DataFrame request, once each whatever its number of rows.
+    The endpoint reads the per-row options (an `explain` column) that files do not."""
+    names = [n for n in ignored_columns(str(c) for c in columns) if n not in OPTIONS]
+    if names:
         record_ignored("dataframe", names)

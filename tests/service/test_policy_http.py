@@ -254,6 +254,7 @@ def test_ignored_fields_are_counted_by_path_and_field(fresh):
         ("batch", "priority"),
         ("dataframe", "segment"),
         ("dataframe", "store_id"),
+        ("dataframe", "explain"),
     ]
     before = {n: ignored(url, *n) for n in names}
     item = customer(1)
@@ -269,6 +270,7 @@ def test_ignored_fields_are_counted_by_path_and_field(fresh):
     batch = httpx.post(f"{url}/predict/batch", json={"requests": items}, timeout=30).json()
     assert (batch["success_count"], batch["error_count"]) == (2, 2)
     rows = [{**flat(customer(i)), "segment": "gold", "store_id": i} for i in range(5)]
+    rows[0]["explain"] = True  # read by this endpoint: not ignored
     assert httpx.post(f"{url}/predict/dataframe", json=rows, timeout=30).status_code == 200
     after = {n: ignored(url, *n) for n in names}
     assert {n: after[n] - before[n] for n in names} == {
@@ -279,6 +281,7 @@ def test_ignored_fields_are_counted_by_path_and_field(fresh):
         ("batch", "priority"): 1,  # unusable metadata is ignored too
         ("dataframe", "segment"): 1,  # once per request, not once per row
         ("dataframe", "store_id"): 1,
+        ("dataframe", "explain"): 0,
     }
 
 
