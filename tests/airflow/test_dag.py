@@ -1,0 +1,276 @@
+"""The churn_batch DAG on real Airflow: it parses, and `airflow dags test` runs each outcome.
+
+The four day-runs are independent (each has its own AIRFLOW_HOME, input, output and webhook
+paths), so the module starts them all at once and each test waits for its own: one Airflow
+start-up's worth of wall time instead of four. A run is judged from its exit code, the files it
+wrote, Airflow's own task-instance rows and what reached the webhook receiver.
+"""
+
+import ast
+import json
+import shlex
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.data import synthetic_customers
+from tests.airflow.conftest import DAG_FILE, Airflow, DagRun, WebhookReceiver
+from tests.batch.conftest import write_parquet
+
+pytestmark = pytest.mark.slow
+
+DAY = "2026-06-30"
+LONG_RETRY_DELAY = 900  # a retry would keep a run waiting this long: the runs must end sooner
+
+
+def valid_customers(n: int) -> list[dict]:
+    """Customers drawn like the training population (another seed): nothing anomalous."""
+    frame = synthetic_customers(n, seed=7, as_of=date.fromisoformat(DAY))
+    return frame.drop(columns=["days_since_purchase", "churned"]).to_dict("records")
+
+
+def drifted_customers(n: int) -> list[dict]:
+    """Every customer's last purchase 2 to 4 years ago and 40x the income: recency and income
+    drift (PSI far above 0.25) and the churn rate goes above 50%."""
+    frame = synthetic_customers(n, seed=8, as_of=date.fromisoformat(DAY))
+    days = np.random.default_rng(8).integers(730, 1500, n)
+    frame["last_purchase_date"] = [
+        (date.fromisoformat(DAY) - timedelta(days=int(d))).isoformat() for d in days
+    ]
+    frame["income"] *= 40
+    return frame.drop(columns=["days_since_purchase", "churned"]).to_dict("records")
+
+
+@dataclass
+class Scenario:
+    run: DagRun
+    root: Path
+    receiver: WebhookReceiver
+    name: str
+
+    @property
+    def output(self) -> Path:
+        return self.root / "scored" / DAY
+
+    @property
+    def alerts(self) -> list[str]:
+        return [p["text"] for p in self.receiver.received(f"{self.name}/alerts")]
+
+    @property
+    def summaries(self) -> list[str]:
+        return [p["text"] for p in self.receiver.received(f"{self.name}/summary")]
+
+    def finish(self) -> int:
+        code = self.run.wait()
+        print(self.run.log_tail())  # shown by pytest if the test fails
+        return code
+
+
+def start_scenario(
+    airflow: Airflow,
+    receiver: WebhookReceiver,
+    root: Path,
+    name: str,
+    model_tag: str,
+    files: dict[str, bytes | list[dict]],
+    **settings: str,
+) -> Scenario:
+    """Write the day's input files under root/input/DAY/ and start `airflow dags test` on it."""
+    day_dir = root / "input" / DAY
+    day_dir.mkdir(parents=True)
+    for filename, content in files.items():
+        if isinstance(content, bytes):
+            (day_dir / filename).write_bytes(content)
+        else:
+            write_parquet(day_dir / filename, content)
+    variables = {
+        "churn_batch_command": shlex.quote(str(Path(sys.executable).parent / "churn-batch")),
+        "churn_batch_input_pattern": f"{root}/input/{{{{ ds }}}}/*.parquet",
+        "churn_batch_output_root": str(root / "scored"),
+        "churn_batch_model_tag": model_tag,
+        "churn_batch_webhook_url": receiver.url(f"{name}/alerts"),
+        "churn_batch_summary_webhook_url": receiver.url(f"{name}/summary"),
+        "churn_batch_retries": "2",
+        "churn_batch_retry_delay_seconds": str(LONG_RETRY_DELAY),
+        "churn_batch_poke_interval_seconds": "1",
+        **{f"churn_batch_{k}": v for k, v in settings.items()},
+    }
+    home = airflow.new_home(root / "airflow-home")
+    return Scenario(airflow.start_dags_test(home, DAY, variables), root, receiver, name)
+
+
+@pytest.fixture(scope="module")
+def scenarios(
+    airflow: Airflow,
+    webhook: WebhookReceiver,
+    model_tag: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, Scenario]]:
+    started: dict[str, Scenario] = {}
+
+    def start(name: str, files: dict[str, bytes | list[dict]], **settings: str) -> None:
+        root = tmp_path_factory.mktemp(f"dag-{name}")
+        started[name] = start_scenario(airflow, webhook, root, name, model_tag, files, **settings)
+
+    try:
+        start("valid", {"customers.parquet": valid_customers(600)})
+        start("missing", {}, sensor_timeout_seconds="3")
+        start("anomalous", {"customers.parquet": drifted_customers(2_500)})
+        start("unreadable", {"customers.parquet": b"not a parquet file\n" * 200}, retries="3")
+        yield started
+    finally:
+        for scenario in started.values():
+            scenario.run.stop()
+
+
+def test_dag_parses_with_the_documented_shape(airflow: Airflow, tmp_path: Path) -> None:
+    """No import errors, and the defaults of SETTINGS when no Variable is set."""
+    info = airflow.python_json(tmp_path, PARSE_DAG, str(airflow.dags))
+    assert info["import_errors"] == {}
+    assert info["schedule"] == "0 0 * * *"  # @daily, due at midnight UTC with ds = that day
+    assert info["timezone"] == "UTC"
+    assert info["timetable"] == "CronTriggerTimetable"
+    assert info["catchup"] is False
+    assert info["max_active_runs"] == 1
+    assert info["tasks"] == {
+        "wait_for_input": {
+            "upstream": [],
+            "mode": "reschedule",
+            "poke_interval": 300.0,
+            "timeout": 43200.0,
+            "retries": 2,
+            "retry_delay": 300.0,
+            "execution_timeout": None,
+            "on_failure_callback": True,
+        },
+        "score": {
+            "upstream": ["wait_for_input"],
+            "mode": None,
+            "poke_interval": None,
+            "timeout": None,
+            "retries": 2,
+            "retry_delay": 300.0,
+            "execution_timeout": 7200.0,
+            "on_failure_callback": True,
+        },
+    }
+
+
+def test_dag_file_imports_only_airflow_and_the_standard_library() -> None:
+    tree = ast.parse(DAG_FILE.read_text())
+    modules = {
+        (node.module if isinstance(node, ast.ImportFrom) else alias.name).split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    assert modules - {"airflow", "__future__"} <= sys.stdlib_module_names
+
+
+def test_a_day_is_scored_into_its_dated_output(scenarios: dict[str, Scenario]) -> None:
+    s = scenarios["valid"]
+    assert s.finish() == 0
+    report = json.loads((s.output / "report.json").read_text())
+    assert report["run"]["as_of"] == DAY
+    assert report["summary"]["rows_in"] == report["summary"]["rows_scored"] == 600
+    assert report["anomalies"] == []
+    predictions = pd.read_parquet(s.output / "predictions.parquet")
+    assert len(predictions) == 600
+    assert (predictions["as_of"].astype(str) == DAY).all()
+    assert (s.output / "report.html").is_file()
+    assert s.run.task_instances() == {
+        "wait_for_input": {"state": "success", "try_number": 1, "max_tries": 2},
+        "score": {"state": "success", "try_number": 1, "max_tries": 2},
+    }
+    assert s.alerts == []
+    rate = report["summary"]["churn_rate"]
+    assert s.summaries == [
+        f"churn_batch {DAY}: scored 600 of 600 rows, 0 rejected, churn rate {rate:.1%}. "
+        f"Report: {s.output / 'report.html'}"
+    ]
+
+
+def test_missing_input_times_out_the_sensor_and_alerts(scenarios: dict[str, Scenario]) -> None:
+    s = scenarios["missing"]
+    assert s.finish() != 0
+    assert s.run.duration < LONG_RETRY_DELAY  # a sensor timeout is not retried
+    tis = s.run.task_instances()
+    assert tis["wait_for_input"] == {"state": "failed", "try_number": 1, "max_tries": 2}
+    assert tis["score"]["state"] == "upstream_failed"
+    assert not s.output.exists()
+    [alert] = s.alerts
+    assert alert.startswith(f"churn_batch {DAY}: task wait_for_input failed (try 1 of 3): ")
+    assert "AirflowSensorTimeout" in alert
+    assert s.summaries == []
+
+
+def test_anomalies_fail_without_retry_and_name_them(scenarios: dict[str, Scenario]) -> None:
+    s = scenarios["anomalous"]
+    assert s.finish() != 0
+    assert s.run.duration < LONG_RETRY_DELAY
+    assert s.run.task_instances()["score"] == {"state": "failed", "try_number": 1, "max_tries": 2}
+    report = json.loads((s.output / "report.json").read_text())  # written all the same
+    assert report["summary"]["rows_scored"] == 2_500
+    kinds = {a["kind"] for a in report["anomalies"]}
+    assert "churn_rate_high" in kinds
+    assert {"income", "days_since_purchase"} <= {
+        name for name, d in report["drift"].items() if d["status"] == "significant"
+    }
+    # One alert, the anomaly alert, naming every anomaly of the report (no second, generic one).
+    [alert] = s.alerts
+    assert alert.startswith(f"churn_batch {DAY}: {len(report['anomalies'])} anomalies")
+    assert str(s.output / "report.html") in alert
+    for anomaly in report["anomalies"]:
+        assert f"- {anomaly['kind']}: {anomaly['message']}" in alert
+    assert s.summaries == []
+
+
+def test_unreadable_input_fails_at_once_without_retry(scenarios: dict[str, Scenario]) -> None:
+    s = scenarios["unreadable"]
+    assert s.finish() != 0
+    assert s.run.duration < LONG_RETRY_DELAY  # 3 retries 15 minutes apart were not taken
+    assert s.run.task_instances()["score"] == {"state": "failed", "try_number": 1, "max_tries": 3}
+    assert not s.output.exists()
+    [alert] = s.alerts
+    assert alert.startswith(f"churn_batch {DAY}: task score failed (try 1 of 4): ")
+    assert "AirflowFailException: churn-batch exited 2" in alert
+    assert "customers.parquet" in alert  # the script names the file it cannot read
+    assert s.summaries == []
+
+
+PARSE_DAG = """
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+
+bag = DagBag(sys.argv[1])
+dag = bag.dags.get("churn_batch")
+def seconds(value):
+    return None if value is None else value.total_seconds()
+print(json.dumps({
+    "import_errors": {k: str(v) for k, v in bag.import_errors.items()},
+    "schedule": dag and dag.timetable.expression,
+    "timezone": dag and str(dag.timetable.timezone),
+    "timetable": dag and type(dag.timetable).__name__,
+    "catchup": dag and dag.catchup,
+    "max_active_runs": dag and dag.max_active_runs,
+    "tasks": dag and {
+        t.task_id: {
+            "upstream": sorted(t.upstream_task_ids),
+            "mode": getattr(t, "mode", None),
+            "poke_interval": getattr(t, "poke_interval", None),
+            "timeout": getattr(t, "timeout", None),
+            "retries": t.retries,
+            "retry_delay": seconds(t.retry_delay),
+            "execution_timeout": seconds(t.execution_timeout),
+            "on_failure_callback": bool(t.on_failure_callback),
+        }
+        for t in dag.tasks
+    },
+}))
+"""
