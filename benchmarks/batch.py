@@ -9,7 +9,8 @@ each in a fresh subprocess so that peak memory (VmHWM) is that approach's alone:
             one `predict` and one `predict_proba`, writes the result;
 - limit:    pyarrow reading the needed columns + `predict_proba` on the already-decoded
             feature matrix, timed piece by piece and added up;
-then the script again on twice the rows, to show its memory does not grow with the input.
+then the script again on twice the rows, to show its memory does not grow with the input, and
+the script with `--explain` (reason codes), against the script without.
 Each approach also reports its CPU seconds (all threads). On a shared machine both swing from run
 to run, so compare the ratios within one run; the load average is printed with the figures.
 """
@@ -108,7 +109,7 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_script(path: str, out: str, tag: str, as_of: str) -> dict:
+def run_script(path: str, out: str, tag: str, as_of: str, explain: bool = False) -> dict:
     started = time.perf_counter()
     from batch.predict import main as batch_main
     from models.predictor import load_predictor
@@ -117,6 +118,7 @@ def run_script(path: str, out: str, tag: str, as_of: str) -> dict:
     startup, start_mb = time.perf_counter() - started, _peak_mb()
     shutil.rmtree(out, ignore_errors=True)
     argv = [path, "--output", out, "--as-of", as_of, "--model", tag, "--quiet"]
+    argv += ["--explain"] if explain else []
     clock, cpu = time.perf_counter(), time.process_time()
     assert batch_main(argv) == 0
     seconds, cpu_s = time.perf_counter() - clock, time.process_time() - cpu
@@ -210,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model {predictor.tag} ({predictor.metadata.get('classifier')}), as of {as_of}")
     print(f"load average at start: {_load()}")
     one, two = dataset(args.rows), dataset(2 * args.rows)
-    results: dict[str, list[dict]] = {"script": [], "baseline": [], "limit": [], "script_2x": []}
+    results: dict[str, list[dict]] = {
+        "script": [], "baseline": [], "limit": [], "script_2x": [], "explain": []
+    }  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
         for i in range(args.repeat):
             out = f"{tmp}/out"
@@ -224,6 +228,11 @@ def main(argv: list[str] | None = None) -> int:
             results["limit"].append(measure("limit", path=str(one), **model_files))
             results["script_2x"].append(
                 measure("script", path=str(two), out=f"{tmp}/out2", tag=predictor.tag, as_of=as_of)
+            )
+            results["explain"].append(
+                measure(
+                    "script", path=str(one), out=out, tag=predictor.tag, as_of=as_of, explain=True
+                )
             )
             print(f"  round {i + 1}/{args.repeat} done", file=sys.stderr)
     report(results)
@@ -246,6 +255,7 @@ def report(results: dict[str, list[dict]]) -> None:
         )
     rate = {k: r["rows"] / r["seconds"] for k, r in med.items()}
     s, b, lim, s2 = med["script"], med["baseline"], med["limit"], med["script_2x"]
+    e = med["explain"]
     print(
         f"\nthroughput: script / baseline = {rate['script'] / rate['baseline']:.2f}x"
         " (target >= 1.5)"
@@ -253,6 +263,8 @@ def report(results: dict[str, list[dict]]) -> None:
         f"\npeak memory: script / baseline = {s['peak_mb'] / b['peak_mb']:.0%} (target < 25%)"
         f"\n             script at 2x rows / at 1x = {s2['peak_mb'] / s['peak_mb']:.2f}x"
         f" (flat = 1.00)"
+        f"\n--explain: rows/s with / without = {rate['explain'] / rate['script']:.2f}x"
+        f" (target >= 0.7), peak memory with / without = {e['peak_mb'] / s['peak_mb']:.2f}x"
         f"\nCPU seconds: script / limit = {s['cpu_s'] / lim['cpu_s']:.2f}x,"
         f" script / baseline = {s['cpu_s'] / b['cpu_s']:.2f}x"
         f"\nlimit pieces: read {lim['read_s']:.2f}s + predict_proba {lim['proba_s']:.2f}s"

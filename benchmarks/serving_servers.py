@@ -42,6 +42,8 @@ SERVERS: dict[str, tuple[Command, dict[str, str]]] = {
         "service:ChurnService", "services.churn_service.logging.access.enabled=true"
     ),
     "batched": bentoml("service:BatchedChurnService"),
+    # The same server, sent `"explain": true` (reason codes) instead of the plain request.
+    "service-explain": bentoml("service:ChurnService"),
     # uvicorn's defaults, access log included, as a hand-written service runs.
     "baseline": uvicorn("benchmarks.serving_baseline:make_baseline"),
     "baseline-nolog": uvicorn("benchmarks.serving_baseline:make_baseline", "--no-access-log"),
