@@ -8,7 +8,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.preprocessing import StandardScaler
 
 from models.contract import FEATURES
-from models.explain import explain, reference_values
+from models.explain import Reasons, explain, reference_values
 from models.predictor import ChurnPredictor
 
 
@@ -98,3 +98,11 @@ def test_a_customer_at_the_reference_has_no_contributions(boosted, predictor):
         if model is predictor:
             reference = model.scaler.mean_[np.newaxis, :]
         np.testing.assert_allclose(explain(model, reference).contributions, 0.0, atol=1e-12)
+
+
+def test_order_is_a_stable_sort_by_size_ties_in_feature_order():
+    rng = np.random.default_rng(5)
+    contributions = rng.choice([-2.0, -1.0, 0.0, 1.0, 2.0], size=(2000, 4))  # many ties
+    reasons = Reasons(np.zeros(2000), contributions, contributions, exact=True)
+    expected = np.argsort(-np.abs(contributions), axis=1, kind="stable")
+    np.testing.assert_array_equal(reasons.order(), expected)
