@@ -45,27 +45,34 @@ class Reasons:
     def __len__(self) -> int:
         return len(self.base_log_odds)
 
-    def order(self) -> np.ndarray:
-        """Feature indices per row, largest absolute contribution first (ties: FEATURES order).
-
-        A rank per feature from pairwise comparisons, k(k-1) vectorized passes for k features:
-        for four of them ~10x faster than `np.argsort` along rows, which sorts row by row."""
-        size = np.ascontiguousarray(np.abs(self.contributions).T)  # (k, n): rows are contiguous
+    def _ranks(self) -> np.ndarray:
+        """(k, n) int8: each feature's place per row, 0 for the largest absolute contribution
+        (ties: FEATURES order). Pairwise comparisons, k(k-1) vectorized passes over contiguous
+        columns: for four features several times faster than a row-wise `np.argsort`."""
+        size = np.ascontiguousarray(np.abs(self.contributions).T)
         k, n = size.shape
         rank = np.zeros((k, n), np.int8)
         for j in range(k):
             for i in range(k):
                 if i != j:  # i ranks above j when larger, or equal and earlier
                     rank[j] += size[i] >= size[j] if i < j else size[i] > size[j]
-        order = np.empty((n, k), np.int8)
-        for j in range(k):
-            order[np.arange(n), rank[j]] = j
-        return order
+        return rank
+
+    def order(self) -> np.ndarray:
+        """(n, k) feature indices per row, largest absolute contribution first."""
+        return self.top(self.contributions.shape[1])[0].T
 
     def top(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(feature index, contribution) of each row's k largest contributions, (n, k) each."""
-        order = self.order()[:, :k]
-        return order, np.take_along_axis(self.contributions, order, axis=1)
+        """(feature index, contribution) of the k largest contributions of every row, each as
+        a (k, n) array: row p holds every customer's p-th reason, contiguous for a column."""
+        rank = self._ranks()
+        features = np.zeros((k, rank.shape[1]), np.int8)
+        for p in range(k):
+            for j in range(1, rank.shape[0]):
+                features[p] += np.int8(j) * (rank[j] == p)
+        by_feature = np.ascontiguousarray(self.contributions.T)
+        contributions = np.take_along_axis(by_feature, features.astype(np.intp), axis=0)
+        return features, contributions
 
     def row(self, i: int) -> dict[str, Any]:
         """One customer's reasons as the API returns them."""
