@@ -5,6 +5,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date
 from functools import lru_cache
+from typing import TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -26,8 +27,8 @@ from models.contract import (
 from models.policy import customer_id_text, is_integer
 from models.validation import DateFieldError, describe, parse_purchase_date
 
-Frame = pd.DataFrame | pa.Table
-Column = pd.Series | pa.Array
+Frame: TypeAlias = pd.DataFrame | pa.Table
+Column: TypeAlias = pd.Series | pa.Array
 Reject = Callable[[str, np.ndarray, str], None]
 
 
@@ -118,8 +119,19 @@ def _date_ordinals(col: Column) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(col.dtype, pd.CategoricalDtype):
         row_codes, uniques = col.cat.codes.to_numpy(), col.cat.categories  # -1 where missing
     else:
-        row_codes, uniques = pd.factorize(col, use_na_sentinel=True)
+        try:
+            row_codes, uniques = pd.factorize(col, use_na_sentinel=True)
+        except TypeError:  # JSON lists or objects cannot be hashed; they fail as wrong_type
+            row_codes, _ = pd.factorize(col.map(_hashable), use_na_sentinel=True)
+            rows = np.flatnonzero(row_codes >= 0)[::-1]
+            first = np.zeros(row_codes.max() + 1, np.int64)
+            first[row_codes[rows]] = rows  # each code's first row (the last write wins)
+            return _date_table(col.to_numpy(object)[first].tolist(), row_codes)
     return _date_table(uniques.tolist(), row_codes)
+
+
+def _hashable(value: object) -> object:
+    return repr(value) if isinstance(value, list | dict) else value
 
 
 def _date_table(uniques: list[object], row_codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

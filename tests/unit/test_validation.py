@@ -265,3 +265,17 @@ def test_an_absent_id_is_no_error_and_no_id():
     checked = validate_frame(pd.DataFrame([flat]), AS_OF)
     assert checked.codes.tolist() == [None]
     assert customer_ids(pd.DataFrame([flat])).tolist() == [None]
+
+
+def test_unhashable_json_values_in_a_date_column_are_the_wrong_type():
+    # Found by fuzzing /predict/dataframe: lists and objects cannot be factorized.
+    values = [[], {"a": 1}, "2026-01-01", None, [1], "2027-01-01"]
+    frame = pd.DataFrame([{**GOOD, "last_purchase_date": v} for v in values])
+    assert validate_frame(frame, AS_OF).codes.tolist() == [
+        "last_purchase_date:wrong_type",
+        "last_purchase_date:wrong_type",
+        None,
+        "last_purchase_date:null",
+        "last_purchase_date:wrong_type",
+        "last_purchase_date:future_date",
+    ]
