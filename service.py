@@ -10,6 +10,7 @@ auth and GET routes from `serving/`.
 import logging
 import time
 
+import anyio.to_thread
 import bentoml
 import numpy as np
 import pandas as pd
@@ -28,6 +29,7 @@ from serving.cache import PredictionCache
 from serving.http import http_errors
 from serving.middleware import ServingMiddleware
 from serving.openapi import OpenAPIFix
+from serving.prediction_log import PredictionLog
 from serving.schema import ServedBatchResponse, ServedPrediction
 from serving.scoring import ProbabilityFn, Scorer
 from serving.settings import ServiceSettings
@@ -40,8 +42,8 @@ logger = logging.getLogger(__name__)
 SERVICE_CONFIG = {
     "traffic": {"timeout": 30},
     # A log line per request costs a quarter of the CPU of a /predict call; request counts and
-    # latencies are in /metrics, errors are logged anyway. Turn it on with
-    # BENTOML_CONFIG_OPTIONS="services.churn_service.logging.access.enabled=true".
+    # latencies are in /metrics, errors are logged anyway. Turn it on with BENTOML_CONFIG_OVERRIDES=
+    # '{"services": {"churn_service": {"logging": {"access": {"enabled": true}}}}}' (nested JSON).
     "logging": {"access": {"enabled": False}},
     "tracing": {"excluded_urls": ["/predict", "/health", "/livez", "/readyz", "/metrics"]},
     # BentoML's client to a dependency reopens its connection pool every 100 calls or 300 s,
@@ -85,6 +87,7 @@ class ChurnEndpoints:
             else None
         )
         self.scorer = Scorer(self.predictor, self.cache)
+        self.prediction_log = PredictionLog.open(s.prediction_log)  # README, "Monitoring"
         # /predict scores on this (the event-loop) thread, for which sklearn keeps its own config.
         # Inputs are already checked finite by the contract; sklearn's second check of every
         # one-row call is a fifth of its cost there.
@@ -100,6 +103,10 @@ class ChurnEndpoints:
     async def close_cache(self) -> None:
         if self.cache is not None:
             await self.cache.close()
+
+    @bentoml.on_shutdown
+    async def close_prediction_log(self) -> None:
+        await anyio.to_thread.run_sync(self.prediction_log.close)  # writes what is queued
 
     def __is_ready__(self) -> bool:
         return self.predictor.churn_probability(np.zeros((1, 4))).shape == (1,)
@@ -119,9 +126,11 @@ class ChurnEndpoints:
         matrix = matrix_from_records([request.features], as_of)
         scores, cached = await self.scorer.score(matrix, as_of, self._churn_probability)
         reasons = explain(self.predictor, matrix) if request.explain else None
-        return responses.prediction(
+        response = responses.prediction(
             request, scores, 0, bool(cached[0]), self.predictor.tag, started, None, reasons
         )
+        self.prediction_log.predict(response, request, matrix, as_of)
+        return response
 
     @bentoml.api(route="/predict/batch")
     @http_errors
@@ -134,29 +143,32 @@ class ChurnEndpoints:
         metrics.record_batch_size("batch", len(batch.requests))
         metrics.record_validation_failures("batch", (r.first.field for r in rejected))
         metrics.record_batch_ignored(batch.requests, valid, rejected)
-        scorer = self.scorer.in_thread(as_of)
+        scorer = self.prediction_log.tap(self.scorer.in_thread(as_of))
         requests = [r for _, r in valid]
-        scores = score_requests(scorer, requests, as_of)  # type: ignore[arg-type]
+        scores = score_requests(scorer, requests, as_of)
         reasons = None
         if any(responses.wants_reasons(batch, r) for r in requests):
             reasons = explain(
                 self.predictor, matrix_from_records([r.features for r in requests], as_of)
             )
-        return responses.batch_response(
+        response = responses.batch_response(
             batch, valid, rejected, scores, scorer.cached, self.predictor.tag, started, reasons
         )
+        self.prediction_log.batch(response, requests, scorer)
+        return response
 
     @bentoml.api(route="/predict/dataframe")
     def predict_dataframe(self, frame: pd.DataFrame, /) -> pd.DataFrame:
         """Customers in (flat columns), predictions out, with an `error` column per row; rows
         with a true `explain` column also get `reason_1..3` and `contribution_1..3`."""
-        scorer = self.scorer.in_thread(self.settings.as_of())
-        out = score_frame(scorer, frame, scorer.as_of, self.predictor)  # type: ignore[arg-type]
+        scorer = self.prediction_log.tap(self.scorer.in_thread(self.settings.as_of()))
+        out = score_frame(scorer, frame, scorer.as_of, self.predictor)
         metrics.record_batch_size("dataframe", len(frame))
         metrics.record_ignored_columns(frame.columns)
         # A row's reason reads "field: message" (models.errors.FieldError.reason).
         reasons = out[ERROR_COLUMN].dropna()
         metrics.record_validation_failures("dataframe", (r.split(":", 1)[0] for r in reasons))
+        self.prediction_log.dataframe(frame, out, scorer)
         return out
 
 
@@ -178,5 +190,8 @@ class BatchedChurnService(ChurnEndpoints):
 
 
 for _service in (ChurnService, BatchedChurnService):
+    # `bentoml.service` made each class a `Service`; mypy types a decorated class as the class
+    # (python/mypy#3135), so the type is checked here, at import.
+    assert isinstance(_service, bentoml.Service)
     _service.add_asgi_middleware(ServingMiddleware)
     _service.add_asgi_middleware(OpenAPIFix)

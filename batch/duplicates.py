@@ -156,7 +156,8 @@ class DuplicateCounter:
         files: dict[str, list[Path]] = {}
         for path in sorted(self.workdir.glob("*.u64")):
             files.setdefault(path.name.split("-", 1)[0], []).append(path)
-        result, repeated = Duplicates(), []
+        result = Duplicates()
+        repeated: list[tuple[int, int]] = []  # (repeats, id hash)
         with ThreadPoolExecutor(2, thread_name_prefix="batch-count") as pool:
             for values, counts in pool.map(_repeats, files.values()):
                 result.duplicate_rows += int((counts - 1).sum())

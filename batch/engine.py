@@ -36,7 +36,6 @@ from .scoring import CheckedChunk, RunInfo, check_chunk, prediction_writer, scor
 DEFAULT_CHUNK_ROWS = 64 * 1024
 DUPLICATES_DIR = "_duplicates"
 T = TypeVar("T")
-_END = object()
 
 
 def _cores() -> int:
@@ -55,10 +54,14 @@ QUEUED = 1
 def read_ahead(items: Iterator[T]) -> Iterator[T]:
     """`items`, with the next one produced on a helper thread while the caller works."""
     with ThreadPoolExecutor(1, thread_name_prefix="batch-read") as pool:
-        pending = pool.submit(next, items, _END)
-        while (item := pending.result()) is not _END:
-            pending = pool.submit(next, items, _END)
-            yield item  # type: ignore[misc]
+        pending = pool.submit(next, items)
+        while True:
+            try:
+                item = pending.result()
+            except StopIteration:  # `items` is exhausted
+                return
+            pending = pool.submit(next, items)
+            yield item
 
 
 def all_chunks(sources: Iterable[Source], rows: int) -> Iterator[Chunk]:

@@ -74,7 +74,7 @@ def histogram_svg(
     return "".join(parts)
 
 
-def render_html(report: dict[str, Any]) -> str:
+def render_html(report: dict[str, Any], title: str = "Churn batch report") -> str:
     run, s, dup = report["run"], report["summary"], report["duplicates"]
     cards = [
         ("rows in", _num(s["rows_in"])),
@@ -143,9 +143,9 @@ def render_html(report: dict[str, Any]) -> str:
         else ""
     )
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Churn batch report</title>
+<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>
 <style>{_CSS}</style></head><body>
-<h1>Churn batch report</h1>
+<h1>{escape(title)}</h1>
 <p class="muted">model {escape(run["model"])} · as of {escape(run["as_of"])} ·
 finished {escape(run["finished_at"])} · {_num(run["duration_s"], 1)} s ·
 {_num(run["rows_per_second"], 0)} rows/s · engine {escape(run["engine"])}</p>

@@ -111,8 +111,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     as_of = args.as_of or today_utc()
     schema = rejects_schema([s.schema for s in sources])
     info = RunInfo(predictor, as_of, schema, explain=args.explain)
-    known = [s.num_rows for s in sources]
-    total = sum(known) if None not in known else None  # type: ignore[arg-type]
+    known = [s.num_rows for s in sources if s.num_rows is not None]
+    total = sum(known) if len(known) == len(sources) else None
     log.info("scoring %d file(s) with %s, as of %s", len(sources), predictor.tag, as_of)
     started_at, started = datetime.now(UTC), time.perf_counter()
     with staged_output(args.output, args.overwrite) as staging:

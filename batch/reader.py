@@ -91,6 +91,9 @@ def text_frame(table: pa.Table) -> pd.DataFrame:
 class Source:
     """One input file: its schema as read, its row count when known, and its chunks."""
 
+    schema: pa.Schema
+    num_rows: int | None  # None where only reading the file tells (CSV)
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self.name = str(path)

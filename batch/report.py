@@ -4,12 +4,14 @@ the anomalies that `--fail-on-anomaly` turns into exit code 3."""
 
 import math
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from models.contract import CONFIDENCE_LEVELS, FEATURES
+from models.predictor import Scores
 
 from .duplicates import Duplicates
 from .scoring import ScoredChunk
@@ -46,7 +48,20 @@ class Stats:
     files: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def update(self, source: str, scored: ScoredChunk, edges: dict[str, np.ndarray]) -> None:
-        n_ok, n_bad = scored.predictions.num_rows, scored.rejected.num_rows
+        features = {name: scored.features[:, j] for j, name in enumerate(FEATURES)}
+        self.add(source, scored.scores, features, edges, scored.reasons)
+
+    def add(
+        self,
+        source: str,
+        scores: Scores,
+        features: Mapping[str, np.ndarray],
+        edges: dict[str, np.ndarray],
+        reasons: Sequence[str] | np.ndarray = (),
+    ) -> None:
+        """Rows of `source`: scored ones (`scores`; `features`: each feature's values, of those
+        rows that carry it, in any number) and rejected ones (`reasons`, one per row)."""
+        n_ok, n_bad = len(scores), len(reasons)
         self.rows_in += n_ok + n_bad
         self.rows_scored += n_ok
         self.rows_rejected += n_bad
@@ -54,23 +69,25 @@ class Stats:
         per_file["rows"] += n_ok + n_bad
         per_file["scored"] += n_ok
         per_file["rejected"] += n_bad
-        for reason, count in Counter(scored.reasons.tolist()).items():
+        for reason, count in Counter(list(reasons)).items():
             self.failures[reason] = self.failures.get(reason, 0) + count
         if not n_ok:
             return
-        s = scored.scores
+        s = scores
         self.churned += int(s.prediction.sum())
         self.churn_probability_sum += float(s.churn_probability.sum())
         self.confidence_sum += float(s.probability.sum())
         for code, key in enumerate(CONFIDENCE_LEVELS):
-            if count := int(np.count_nonzero(scored.levels == code)):
+            if count := int(np.count_nonzero(s.band == code)):
                 self.confidence_levels[key] = self.confidence_levels.get(key, 0) + count
         bins = np.minimum(
             (s.churn_probability * HISTOGRAM_BINS).astype(np.int64), HISTOGRAM_BINS - 1
         )
         self._add("histogram", np.bincount(bins, minlength=HISTOGRAM_BINS))
-        for j, name in enumerate(FEATURES):
-            col = np.ascontiguousarray(scored.features[:, j])
+        for name, values in features.items():
+            if not len(values):
+                continue
+            col = np.ascontiguousarray(values)
             self.feature_sums[name] += float(col.sum())
             if name in edges:
                 counts = bin_counts(col, edges[name])
@@ -88,15 +105,16 @@ class Stats:
         for mine, theirs in (
             (self.confidence_levels, other.confidence_levels),
             (self.failures, other.failures),
-            (self.feature_sums, other.feature_sums),
         ):
             for key, value in theirs.items():
                 mine[key] = mine.get(key, 0) + value
+        for key, total in other.feature_sums.items():
+            self.feature_sums[key] = self.feature_sums.get(key, 0.0) + total
         for name, counts in other.drift_bins.items():
             self.drift_bins[name] = _add_lists(self.drift_bins.get(name), counts)
-        for source, counts in other.files.items():
+        for source, file_counts in other.files.items():
             mine = self.files.setdefault(source, {"rows": 0, "scored": 0, "rejected": 0})
-            for key, value in counts.items():
+            for key, value in file_counts.items():
                 mine[key] += value
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,15 +169,18 @@ def build_report(stats: Stats, duplicates: Duplicates, metadata: dict[str, Any])
     drift = {}
     for name in FEATURES:
         counts, train = stats.drift_bins.get(name), profile.get(name)
-        if not n or counts is None or train is None:
+        # The rows that carry the feature: every scored row in a batch run; served traffic
+        # read from records without features (Kafka results) has fewer.
+        rows = sum(counts) if counts else 0
+        if counts is None or not rows or train is None:
             continue
-        value = psi(counts, train["bin_fractions"]) if n >= MIN_ROWS_FOR_ANOMALIES else None
+        value = psi(counts, train["bin_fractions"]) if rows >= MIN_ROWS_FOR_ANOMALIES else None
         drift[name] = {
             "psi": None if value is None else round(value, 6),
             "status": INSUFFICIENT if value is None else drift_status(value),
-            "mean": stats.feature_sums[name] / n,
+            "mean": stats.feature_sums[name] / rows,
             "training_mean": train["mean"],
-            "bin_fractions": [c / n for c in counts],
+            "bin_fractions": [c / rows for c in counts],
             "training_bin_fractions": train["bin_fractions"],
         }
     summary = {

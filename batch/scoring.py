@@ -235,8 +235,8 @@ def _with_reasons(predictions: pa.Table, reasons: Reasons) -> pa.Table:
     """The table with `reason_k` (feature name) and `contribution_k` (log-odds) columns."""
     features, contributions = reasons.top(TOP_REASONS)
     for k in range(TOP_REASONS):
-        name = pa.DictionaryArray.from_arrays(features[:, k].astype(np.int8), _FEATURE_TEXT)
+        name = pa.DictionaryArray.from_arrays(features[k], _FEATURE_TEXT)
         predictions = predictions.append_column(REASON_FIELDS[2 * k], name)
-        value = pa.array(contributions[:, k], pa.float64())
+        value = pa.array(contributions[k], pa.float64())
         predictions = predictions.append_column(REASON_FIELDS[2 * k + 1], value)
     return predictions

@@ -11,6 +11,9 @@ on this shared machine hits every server alike. Servers (one worker each):
   service   `bentoml serve service:ChurnService` (the default design)
   batched   `bentoml serve service:BatchedChurnService` (/predict through adaptive batching)
   service-explain  the service, each request asking for reason codes (`"explain": true`)
+  service-predlog  the service with its prediction log on (CHURN_PREDICTION_LOG, a fresh
+                   directory per run; README "Monitoring"); after each run the log's lines are
+                   counted against the predictions served
   baseline  FastAPI + uvicorn, `def` endpoint, predict + predict_proba per request
   ceiling   bare Starlette: parse the JSON, return a constant
 and the service with its access log on, the baseline with its access log off.
@@ -35,26 +38,18 @@ import httpx
 import psutil
 
 from benchmarks.serving_servers import SERVERS, free_port
+from tests.factories import records, request
 
 ROOT = Path(__file__).resolve().parents[1]
 AS_OF = "2026-06-30"
-
-
-def customer(i: int) -> dict:
-    return {
-        "customer_id": f"c-{i}",
-        "features": {
-            "age": 20 + i % 60,
-            "income": 20_000 + 37 * i,
-            "purchase_history": i % 30,
-            "last_purchase_date": "2026-05-01",
-        },
-    }
+# Targets that are another server with some extra environment (added by `main`).
+VARIANTS = {"service-predlog": "service"}
+PREDICTION_LOG = "service-predlog"
 
 
 def start(name: str, env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    command, extra_env = SERVERS[name]
+    command, extra_env = SERVERS[VARIANTS.get(name, name)]
     proc = subprocess.Popen(
         command(port),
         cwd=ROOT,
@@ -69,7 +64,7 @@ def start(name: str, env: dict[str, str], log: Path) -> tuple[subprocess.Popen[b
         if proc.poll() is not None:
             raise RuntimeError(f"{name} exited; see {log}")
         try:
-            if httpx.post(f"{url}/predict", json=customer(0), timeout=2).status_code == 200:
+            if httpx.post(f"{url}/predict", json=request(), timeout=2).status_code == 200:
                 return proc, url
         except httpx.HTTPError:
             pass
@@ -115,6 +110,12 @@ def load(
     return result
 
 
+def logged_predictions(directory: Path) -> int:
+    """Lines of the prediction log's data files (complete once the server has stopped)."""
+    files = directory.glob("churn_predictions/data/data.*.log*")
+    return sum(sum(1 for _ in f.open("rb")) for f in files)
+
+
 def median(results: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in results)
 
@@ -123,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--targets",
-        default="service,service-explain,batched,service-accesslog,baseline,baseline-nolog,ceiling",
-        help=f"comma-separated, from: {', '.join(SERVERS)}",
+        default="service,service-predlog,service-explain,batched,service-accesslog,baseline,"
+        "baseline-nolog,ceiling",
+        help=f"comma-separated, from: {', '.join([*SERVERS, *VARIANTS])}",
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=64)
@@ -145,24 +147,32 @@ def main(argv: list[str] | None = None) -> int:
     train = [sys.executable, "-m", "models.train", "--classifier", "logistic_regression"]
     subprocess.run(train, cwd=ROOT, env=env, check=True, capture_output=True)
     single = work / "single.json"
-    single.write_text(json.dumps(customer(1)))
+    single.write_text(json.dumps(request()))
     explained = work / "explain.json"
-    explained.write_text(json.dumps({**customer(1), "explain": True}))
+    explained.write_text(json.dumps({**request(), "explain": True}))
 
     results: dict[str, list[dict]] = {t: [] for t in targets}
     for round_no in range(1, args.rounds + 1):
         for name in targets:
-            proc, url = start(name, env, work / f"{name}.log")
+            server_env, prediction_log = env, work / f"prediction-log-{round_no}"
+            if name == PREDICTION_LOG:
+                server_env = {**env, "CHURN_PREDICTION_LOG": str(prediction_log)}
+            proc, url = start(name, server_env, work / f"{name}.log")
             try:
                 body = explained if name.endswith("-explain") else single
                 result = load(proc, f"{url}/predict", body, args, args.concurrency)
             finally:
-                stop(proc)
+                stop(proc)  # the service writes what its log still has queued, then exits
             results[name].append(result)
+            logged = ""
+            if name == PREDICTION_LOG:
+                # Every answered request (the one `start` sends included) should be a line.
+                logged = f"  logged {logged_predictions(prediction_log)} of {result['sent'] + 1}"
             print(
                 f"round {round_no} {name:<13} {result['req_per_s']:6.0f} req/s"
                 f"  p50 {result['p50_ms']:6.1f} ms  p99 {result['p99_ms']:6.1f} ms"
-                f"  errors {result['errors']}  server CPU {result['cpu_ms']:.2f} ms/request",
+                f"  errors {result['errors']}  server CPU {result['cpu_ms']:.2f} ms/request"
+                f"{logged}",
                 flush=True,
             )
 
@@ -179,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     pairs = [("service", "baseline"), ("service", "baseline-nolog"), ("batched", "service")]
     pairs += [("service-explain", "service")]  # target: CPU per request <= 1.15x
+    pairs += [("service-predlog", "service")]  # the prediction log's cost
     pairs += [("service-accesslog", "service"), ("baseline-nolog", "baseline")]
     pairs += [("service", "ceiling"), ("baseline", "ceiling")]
     print()
@@ -197,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for n in sizes:
                 body = work / f"batch-{n}.json"
-                body.write_text(json.dumps({"requests": [customer(i) for i in range(n)]}))
+                body.write_text(json.dumps({"requests": [request(r) for r in records(n)]}))
                 r = load(proc, f"{url}/predict/batch", body, args, args.batch_concurrency)
                 print(
                     f"{n:>5} per request: {r['req_per_s'] * n:9.0f} customers/s"

@@ -2,9 +2,11 @@
 (one worker each, loopback). The `-accesslog` / `-nolog` variants switch the per-request access
 log on (the service has it off) or off (uvicorn has it on), to show what it costs each side."""
 
+import json
 import socket
 import sys
 from collections.abc import Callable
+from typing import Any
 
 
 def free_port() -> int:
@@ -16,14 +18,15 @@ def free_port() -> int:
 Command = Callable[[int], list[str]]
 
 
-def bentoml(target: str, config: str = "") -> tuple[Command, dict[str, str]]:
+def bentoml(target: str, config: dict[str, Any] | None = None) -> tuple[Command, dict[str, str]]:
     def command(port: int) -> list[str]:
         return [
             *(sys.executable, "-m", "bentoml", "serve", target),
             *("--host", "127.0.0.1", "--port", str(port)),
         ]
 
-    return command, {"BENTOML_CONFIG_OPTIONS": config} if config else {}
+    # BentoML's config overrides: nested JSON, merged over the service's own config.
+    return command, {"BENTOML_CONFIG_OVERRIDES": json.dumps(config)} if config else {}
 
 
 def uvicorn(factory: str, *options: str) -> tuple[Command, dict[str, str]]:
@@ -39,7 +42,8 @@ def uvicorn(factory: str, *options: str) -> tuple[Command, dict[str, str]]:
 SERVERS: dict[str, tuple[Command, dict[str, str]]] = {
     "service": bentoml("service:ChurnService"),
     "service-accesslog": bentoml(
-        "service:ChurnService", "services.churn_service.logging.access.enabled=true"
+        "service:ChurnService",
+        {"services": {"churn_service": {"logging": {"access": {"enabled": True}}}}},
     ),
     "batched": bentoml("service:BatchedChurnService"),
     # The same server, sent `"explain": true` (reason codes) instead of the plain request.

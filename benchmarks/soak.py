@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks.serving import customer
+from tests.factories import records, request
 from tests.support import start_bento, start_redis
 
 MEMORY_GROWTH_TOLERANCE = 1.10
@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         stdout=subprocess.DEVNULL,
     )
     single, batch = work / "single.json", work / "batch.json"
-    single.write_text(json.dumps(customer(1)))
-    batch.write_text(json.dumps({"requests": [customer(i) for i in range(100)]}))
+    single.write_text(json.dumps(request()))
+    batch.write_text(json.dumps({"requests": [request(r) for r in records(100)]}))
 
     redis = start_redis(work)
     bento = start_bento(work, {"REDIS_URL": f"redis://127.0.0.1:{redis.port}/0"})

@@ -40,9 +40,11 @@ def future_date_error(features: CustomerFeatures, as_of: date) -> FieldError | N
 
 def recency(features: CustomerFeatures, as_of: date) -> int:
     """Days since the last purchase: from the date where given, else the days as sent."""
-    if features.last_purchase_date is None:
-        return features.days_since_purchase  # type: ignore[return-value]  # schema: one is set
-    return days_since_purchase(features.last_purchase_date, as_of)
+    if features.last_purchase_date is not None:
+        return days_since_purchase(features.last_purchase_date, as_of)
+    if features.days_since_purchase is None:  # the schema lets no record through without one
+        raise ValueError("a record with neither last_purchase_date nor days_since_purchase")
+    return features.days_since_purchase
 
 
 def matrix_from_records(records: Sequence[CustomerFeatures], as_of: date) -> np.ndarray:

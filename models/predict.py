@@ -15,7 +15,7 @@ from models.explain import CONTRIBUTION_COLUMNS, REASON_COLUMNS, TOP_REASONS, ex
 from models.features import future_date_error, matrix_from_frame, matrix_from_records
 from models.frames import customer_ids, validate_frame
 from models.policy import customer_id_text
-from models.predictor import ChurnPredictor, Scores
+from models.predictor import ChurnPredictor, MatrixScorer, Scores
 from models.schema import PredictRequest
 from models.validation import field_errors_from_pydantic
 
@@ -63,14 +63,14 @@ def split_requests(
 
 
 def score_requests(
-    predictor: ChurnPredictor, requests: Sequence[PredictRequest], as_of: date
+    predictor: MatrixScorer, requests: Sequence[PredictRequest], as_of: date
 ) -> Scores:
     """Scores of already-valid requests, in one `predict_proba` call."""
     return predictor.score(matrix_from_records([r.features for r in requests], as_of))
 
 
 def score_frame(
-    predictor: ChurnPredictor,
+    predictor: MatrixScorer,
     frame: pd.DataFrame,
     as_of: date,
     explainer: ChurnPredictor | None = None,
@@ -106,9 +106,9 @@ def score_frame(
         keep = wanted[ok]
         for k, (name, value) in enumerate(zip(REASON_COLUMNS, CONTRIBUTION_COLUMNS, strict=True)):
             names = np.full(n, None, object)
-            names[wanted] = np.array(FEATURES, object)[features[keep, k]]
+            names[wanted] = np.array(FEATURES, object)[features[k][keep]]
             values = np.full(n, np.nan)
-            values[wanted] = contributions[keep, k]
+            values[wanted] = contributions[k][keep]
             out[name], out[value] = pd.Series(names, dtype=object), values
             columns += [name, value]
     return out[columns]

@@ -4,7 +4,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, Protocol
 
 import bentoml
 import joblib
@@ -55,6 +55,13 @@ class Scores:
             "probability": float(self.probability[i]),
             "confidence_level": CONFIDENCE_LEVELS[self.band[i]],
         }
+
+
+class MatrixScorer(Protocol):
+    """What scores a feature matrix in one call: a `ChurnPredictor`, or the service's
+    `serving.scoring.ThreadScorer` (the same predictor behind the cache and the metrics)."""
+
+    def score(self, matrix: np.ndarray, /) -> Scores: ...
 
 
 def scores_from_probability(churn_probability: np.ndarray) -> Scores:
@@ -142,7 +149,8 @@ class ChurnPredictor:
         except (OSError, ValueError) as exc:
             raise ModelUnavailableError(f"model {stored.tag} does not load: {exc}") from exc
         metadata = dict(stored.info.metadata)
-        if list(metadata.get("features", FEATURES)) != list(FEATURES):
+        features = metadata.get("features", FEATURES)
+        if not isinstance(features, list | tuple) or list(features) != list(FEATURES):
             raise ModelUnavailableError(f"model {stored.tag} was fitted on other features")
         return cls(model, scaler, str(stored.tag), metadata, LinearShortcut.of(model, scaler))
 

@@ -1,6 +1,7 @@
 """The HTTP and message schema: pydantic models whose constraints come from `models.contract`."""
 
 import math
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
@@ -11,10 +12,12 @@ from pydantic import (
     Field,
     ModelWrapValidatorHandler,
     PrivateAttr,
+    StringConstraints,
     ValidationInfo,
     WithJsonSchema,
     model_validator,
 )
+from pydantic.config import JsonDict
 from pydantic_core import PydanticCustomError
 
 from models.contract import (
@@ -89,10 +92,11 @@ def _purchase_date(value: Any) -> Any:
         raise PydanticCustomError(exc.code, str(exc)) from None
 
 
+# `| None` for the default (an absent id); an explicit null never gets past `_customer_id`.
 CustomerId = Annotated[
-    str,
+    Annotated[str, StringConstraints(min_length=1, max_length=CUSTOMER_ID_MAX_LENGTH, strict=True)]
+    | None,
     BeforeValidator(_customer_id),
-    Field(min_length=1, max_length=CUSTOMER_ID_MAX_LENGTH, strict=True),
     WithJsonSchema(
         {
             "anyOf": [
@@ -135,13 +139,13 @@ Priority = Annotated[
 ConfidenceLevel = Literal["high", "medium", "low"]
 
 
-EXAMPLE_FEATURES = {
+EXAMPLE_FEATURES: JsonDict = {
     "age": 42,
     "income": 55000.0,
     "purchase_history": 12,
     "last_purchase_date": "2026-06-01",
 }
-EXAMPLE_REQUEST = {"customer_id": "c-1", "features": EXAMPLE_FEATURES}
+EXAMPLE_REQUEST: JsonDict = {"customer_id": "c-1", "features": EXAMPLE_FEATURES}
 
 
 class CustomerFeatures(BaseModel):
@@ -251,7 +255,7 @@ class ItemError(BaseModel):
 
 class BatchResponse(BaseModel):
     batch_id: str
-    predictions: list[Prediction]
+    predictions: Sequence[Prediction]  # read-only: served responses narrow the item type
     errors: list[ItemError]
     total_processed: int
     success_count: int

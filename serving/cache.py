@@ -54,7 +54,7 @@ def cache_keys(model_version: str, as_of: date, matrix: np.ndarray) -> list[str]
     return keys
 
 
-def _probability(value: str | None) -> float | None:
+def _probability(value: bytes | str | None) -> float | None:
     """A stored P(churn); anything else under our key (not ours to trust) is a miss."""
     if value is None:
         return None

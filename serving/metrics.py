@@ -54,6 +54,15 @@ VALIDATION_FAILURES = Counter(
     "Rejected requests, batch items and DataFrame rows, by endpoint and first failing field",
     ["endpoint", "field"],
 )
+# One per refused request, where VALIDATION_FAILURES counts fields, batch items and rows (a
+# batch answered 200 with bad items counts there, not here) and knows no status.
+CLIENT_ERRORS = Counter(
+    "churn_client_errors",
+    "Requests answered with a 4xx because of the request (unreadable or invalid body, missing "
+    "or wrong token, body too large), by endpoint (predict | batch | dataframe, other for the "
+    "other paths the token and size checks refuse) and status",
+    ["endpoint", "status"],
+)
 IGNORED_FIELDS = Counter(
     "churn_ignored_fields",
     "Fields no path reads, ignored without changing any answer, by path (predict | batch | "
@@ -67,6 +76,11 @@ BATCH_SIZE = Histogram(
     "Customers per request of the batch and DataFrame endpoints",
     ["endpoint"],
     buckets=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000],
+)
+PREDICTION_LOG_DROPPED = Counter(
+    "churn_prediction_log_dropped",
+    "Served predictions not written to the prediction log (CHURN_PREDICTION_LOG): its queue "
+    "was full, or the log was still writing when the service stopped",
 )
 
 # Anything else a client sends as a field name is counted as "other", so that a client
@@ -103,6 +117,10 @@ def record_cache_error(operation: str) -> None:
 def record_validation_failures(endpoint: str, fields: Iterable[str]) -> None:
     for field in fields:
         VALIDATION_FAILURES.labels(endpoint, field if field in KNOWN_FIELDS else "other").inc()
+
+
+def record_client_error(endpoint: str, status: int) -> None:
+    CLIENT_ERRORS.labels(endpoint, str(status)).inc()
 
 
 def record_batch_size(endpoint: str, size: int) -> None:

@@ -1,5 +1,6 @@
 """The ASGI middleware in front of the service's routes: CORS, bearer auth, a body limit,
-counting the 400s BentoML answers before our code runs (its own pydantic validation), and the
+the error answers of the prediction endpoints (counted, and the ones BentoML gives for a body it
+could not read or validate rewritten in the contract's words: `serving.client_errors`), and the
 HTTP requests in flight on this worker (`active_connections()`, reported by /health).
 
 Plain ASGI rather than Starlette's BaseHTTPMiddleware, which would buffer each response and
@@ -15,7 +16,7 @@ import bentoml
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving import metrics
+from serving import client_errors, metrics
 from serving.auth import TokenCheck
 from serving.settings import ServiceSettings
 
@@ -23,6 +24,8 @@ from serving.settings import ServiceSettings
 OPEN_PATHS = frozenset(["/healthz", "/livez", "/readyz", "/metrics", "/health", "/", "/docs.json"])
 OPEN_PREFIXES = ("/static_content/",)
 VALIDATED = {"/predict": "predict", "/predict/batch": "batch", "/predict/dataframe": "dataframe"}
+# Endpoints whose body is one record of the contract: their failing fields get its words.
+RECORD_ENDPOINTS = frozenset(["predict"])
 
 # HTTP requests inside `Guard` on this worker (one event loop, so no lock). A CORS preflight,
 # answered before `Guard`, is not counted.
@@ -38,6 +41,8 @@ class ServingMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self._handler: ASGIApp | None = None
+        # BentoML builds its middleware once per worker, when the worker starts.
+        client_errors.install()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -82,31 +87,41 @@ class Guard:
         if not (path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)):
             status = self.tokens.status(headers.get(b"authorization"))
             if status == 401:
-                await reply(send, 401, "missing bearer token", [(b"www-authenticate", b"Bearer")])
+                await refuse(
+                    send, path, 401, "missing bearer token", [(b"www-authenticate", b"Bearer")]
+                )
                 return
             if status == 403:
-                await reply(send, 403, "invalid token")
+                await refuse(send, path, 403, "invalid token")
                 return
         length = headers.get(b"content-length")
         if length is not None:
             if not length.isdigit():
-                await reply(send, 400, "invalid Content-Length header")
+                await refuse(send, path, 400, "invalid Content-Length header")
                 return
             if int(length) > self.max_body_bytes:
-                await self.too_large(send)
+                await self.too_large(send, path)
                 return
         elif b"chunked" in headers.get(b"transfer-encoding", b""):
             messages = await read_limited(receive, self.max_body_bytes)
             if messages is None:
-                await self.too_large(send)
+                await self.too_large(send, path)
                 return
             receive = replay(messages, receive)
         if endpoint := VALIDATED.get(path):
-            send = ValidationCounter(send, endpoint)
+            send = ErrorAnswers(send, endpoint)
         await self.app(scope, receive, send)
 
-    async def too_large(self, send: Send) -> None:
-        await reply(send, 413, f"request body larger than {self.max_body_bytes} bytes")
+    async def too_large(self, send: Send, path: str) -> None:
+        await refuse(send, path, 413, f"request body larger than {self.max_body_bytes} bytes")
+
+
+async def refuse(
+    send: Send, path: str, status: int, error: str, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    """Answer a request `Guard` turns away, and count it."""
+    metrics.record_client_error(VALIDATED.get(path, "other"), status)
+    await reply(send, status, error, headers)
 
 
 async def reply(
@@ -152,23 +167,57 @@ def replay(messages: list[Message], receive: Receive) -> Receive:
     return replayed
 
 
-class ValidationCounter:
-    """Passes a response through; for a 400, counts the fields its JSON `detail` names."""
+class ErrorAnswers:
+    """Passes a response through; an error answer is counted, and BentoML's own ones rewritten.
+
+    A 2xx or 3xx costs a status check. A 4xx is counted in `churn_client_errors` (by status), a
+    400 also in `churn_validation_failures` (by each field its `detail` names). A 400 that BentoML
+    gave for a body failing its validation, or a 500 for a body it could not read, is held back
+    and rewritten by `client_errors.rewrite` from what `client_errors.ClientErrorLog` read from
+    the exception (a 500 of that kind becomes a 400).
+    """
 
     def __init__(self, send: Send, endpoint: str) -> None:
         self.send = send
         self.endpoint = endpoint
-        self.status = 0
+        self.start: Message | None = None  # held back while the body is read
+        self.rejection: client_errors.Rejection | None = None
         self.body = bytearray()
 
     async def __call__(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            self.status = message["status"]
-        elif message["type"] == "http.response.body" and self.status == 400:
-            self.body += message.get("body", b"")
-            if not message.get("more_body", False):
-                metrics.record_validation_failures(self.endpoint, failing_fields(bytes(self.body)))
-        await self.send(message)
+        if self.start is None:
+            if message["type"] != "http.response.start" or message["status"] < 400:
+                await self.send(message)
+                return
+            status = message["status"]
+            self.rejection = client_errors.take()
+            if status == 400 or (status == 500 and self.rejection is not None):
+                self.start = message
+                return
+            if status < 500:
+                metrics.record_client_error(self.endpoint, status)
+            await self.send(message)
+            return
+        if message["type"] != "http.response.body":  # not a body to rewrite: pass it on
+            start, self.start = self.start, None
+            await self.send(start)
+            await self.send(message)
+            return
+        self.body += message.get("body", b"")
+        if message.get("more_body", False):
+            return
+        start, self.start = self.start, None
+        status, body = client_errors.rewrite(
+            start["status"], bytes(self.body), self.rejection, self.endpoint in RECORD_ENDPOINTS
+        )
+        if status < 500:
+            metrics.record_client_error(self.endpoint, status)
+        if status == 400:
+            metrics.record_validation_failures(self.endpoint, failing_fields(body))
+        headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await self.send({**start, "status": status, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body})
 
 
 def failing_fields(body: bytes) -> list[str]:

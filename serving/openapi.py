@@ -26,7 +26,7 @@ from bentoml.exceptions import BentoMLException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.contract import DATE_COLUMN, DAYS_COLUMN, FEATURE_FIELDS, ID_COLUMN, MAX_BATCH_ITEMS
-from models.schema import EXAMPLE_REQUEST
+from models.schema import EXAMPLE_FEATURES, EXAMPLE_REQUEST
 
 DOCS_PATH = "/docs.json"
 PAGE_PATH = "/"
@@ -36,9 +36,20 @@ FIELD_ERROR = {
     "type": "object",
     "title": "FieldError",
     "properties": {
-        "loc": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
-        "msg": {"type": "string"},
-        "type": {"type": "string"},
+        "loc": {
+            "type": "array",
+            "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+            "description": 'where: ["features", "age"]; [] for the body as a whole',
+        },
+        "msg": {
+            "type": "string",
+            "description": '"field: reason"; on /predict worded as a batch item\'s `error`',
+        },
+        "type": {
+            "type": "string",
+            "description": "a code: missing, null, wrong_type, not_finite, not_integer, "
+            "out_of_range, bad_date, future_date, not_json",
+        },
     },
     "required": ["loc", "msg", "type"],
 }
@@ -50,7 +61,7 @@ DETAIL = {
 # The DataFrame endpoint takes JSON records: the canonical example, flat, and a row that gives
 # `days_since_purchase` instead of the date.
 DATAFRAME_EXAMPLE = [
-    {ID_COLUMN: EXAMPLE_REQUEST[ID_COLUMN], **EXAMPLE_REQUEST["features"]},
+    {ID_COLUMN: EXAMPLE_REQUEST[ID_COLUMN], **EXAMPLE_FEATURES},
     {ID_COLUMN: "c-2", "age": 29, "income": 31000.0, "purchase_history": 2, DAYS_COLUMN: 140},
 ]
 

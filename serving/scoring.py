@@ -58,8 +58,8 @@ class Scorer:
 class ThreadScorer:
     """`Scorer` for code in a worker thread that calls `predictor.score(matrix)`.
 
-    `models.predict.score_requests` and `score_frame` take a predictor and call only its
-    `score`; handing them this object puts the cache and the metrics in their path without a
+    `models.predict.score_requests` and `score_frame` take any `MatrixScorer` (a predictor, or
+    this); handing them this object puts the cache and the metrics in their path without a
     second copy of their logic. `cached` tells which rows of the last call were cache hits.
     """
 

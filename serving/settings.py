@@ -1,8 +1,9 @@
 """The service's configuration: one object, read from the environment when the service starts."""
 
 from datetime import date
+from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.contract import DEFAULT_MODEL_TAG
@@ -37,6 +38,16 @@ class ServiceSettings(BaseSettings):
     max_body_bytes: int = Field(
         2 * 1024 * 1024, gt=0, description="larger request bodies get 413 before parsing"
     )
+    prediction_log: Path | None = Field(
+        None,
+        validation_alias="CHURN_PREDICTION_LOG",
+        description="directory of the prediction log (README, Monitoring); unset or empty: off",
+    )
+
+    @field_validator("prediction_log", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     def as_of(self) -> date:
         return self.churn_as_of or today_utc()

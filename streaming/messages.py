@@ -143,6 +143,7 @@ def decode(record: ConsumerRecord, as_of: date, tp: TopicPartition | None = None
     else:
         msg.request, msg.customer_id = checked, checked.customer_id
         msg.ignored = checked.ignored_fields
+        assert isinstance(body, dict)  # only a JSON object validates as a request
         msg.payload = _service_body(body, msg.ignored)
     return msg
 

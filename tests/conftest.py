@@ -3,14 +3,12 @@
 import os
 import tempfile
 from collections.abc import Iterator
-from datetime import date
 from pathlib import Path
 
 import pytest
 
+from tests.factories import AS_OF
 from tests.support import Process, start_bento, start_kafka, start_redis
-
-AS_OF = date(2026, 6, 30)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -2,6 +2,8 @@
 
 Each starts on a free loopback port from a pip-installed binary and is stopped by the caller
 (the fixtures in conftest.py). A process that does not come up fails the test: never a skip.
+Under `make test-fast` (NO_SERVERS_ENV set) starting one fails the test instead: that target
+runs only the tests that need none.
 """
 
 import os
@@ -18,6 +20,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+NO_SERVERS_ENV = "CHURN_TESTS_NO_SERVERS"
 
 
 def free_port() -> int:
@@ -69,6 +72,11 @@ class Process:
 
 
 def spawn(name: str, cmd: list[str], port: int, log: Path, env: dict[str, str]) -> Process:
+    if os.environ.get(NO_SERVERS_ENV):
+        raise RuntimeError(
+            f"{NO_SERVERS_ENV} is set (make test-fast), yet a test starts {name}: leave its "
+            "file out of the Makefile's FAST_TESTS"
+        )
     full_env = {**os.environ, **env}
     out = log.open("ab")
     proc = subprocess.Popen(

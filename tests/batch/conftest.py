@@ -10,34 +10,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from batch.predict import main
-from tests.conftest import AS_OF
-from tests.invalid import TYPED_CASES
+from tests.factories import AS_OF
 
-GOOD = {
-    "customer_id": "c-1",
-    "age": 42.0,
-    "income": 55_000.0,
-    "purchase_history": 12,
-    "last_purchase_date": "2026-06-01",
-}
+# tests/batch/test_drift.py takes its customers from here: the shared factory's `records`.
+from tests.factories import records as customers  # noqa: F401
+from tests.invalid import TYPED_CASES
 
 # (override, expected reason): every way a row of a typed parquet file can be invalid.
 TYPED_INVALID = [(case.override, case.reason) for case in TYPED_CASES]
-
-
-def customers(n: int, prefix: str = "c", start: int = 0) -> list[dict]:
-    """n valid customers with varied features and distinct ids."""
-    return [
-        {
-            **GOOD,
-            "customer_id": f"{prefix}-{start + i}",
-            "age": float(20 + (i * 7) % 60),
-            "income": 20_000.0 + (i * 3_917) % 90_000,
-            "purchase_history": (i * 5) % 25,
-            "last_purchase_date": (AS_OF - pd.Timedelta(days=(i * 11) % 400)).isoformat(),
-        }
-        for i in range(n)
-    ]
 
 
 def write_parquet(path: Path, rows: list[dict], **kwargs) -> Path:

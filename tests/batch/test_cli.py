@@ -3,20 +3,24 @@
 import json
 import subprocess
 import sys
+from collections import Counter
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from batch.predict import main
 from batch.report import MIN_ROWS_FOR_ANOMALIES
-from tests.batch.conftest import GOOD, customers, read_outputs, run_batch, write_parquet
+from tests.batch.conftest import read_outputs, run_batch, write_parquet
 from tests.conftest import AS_OF
+from tests.expected import confidence_level, feature_matrix
+from tests.factories import record, records
 from tests.support import ROOT
 
 
 @pytest.fixture
 def small(tmp_path):
-    return write_parquet(tmp_path / "in.parquet", customers(40))
+    return write_parquet(tmp_path / "in.parquet", records(40))
 
 
 def test_existing_output_is_refused_without_overwrite(small, tmp_path, model_tag, caplog):
@@ -68,7 +72,7 @@ def test_bad_usage_is_exit_2(small, tmp_path):
 
 
 def test_chunk_size_does_not_change_the_outcome(tmp_path, model_tag):
-    rows = customers(50)
+    rows = records(50)
     rows[13]["age"] = -4.0
     rows[37]["last_purchase_date"] = "2031-01-01"
     src = write_parquet(tmp_path / "in.parquet", rows, row_group_size=9)
@@ -91,8 +95,8 @@ def test_chunk_size_does_not_change_the_outcome(tmp_path, model_tag):
 
 
 def test_duplicate_ids_are_counted_across_chunks_and_files(tmp_path, model_tag):
-    a = write_parquet(tmp_path / "a.parquet", customers(30))
-    b = write_parquet(tmp_path / "b.parquet", [*customers(3), *customers(1, start=7)])
+    a = write_parquet(tmp_path / "a.parquet", records(30))
+    b = write_parquet(tmp_path / "b.parquet", [*records(3), *records(1, start=7)])
     assert run_batch([a, b], tmp_path / "out", model_tag, "--chunk-rows", "8") == 0
     duplicates = read_outputs(tmp_path / "out")[2]["duplicates"]
     assert duplicates["duplicated_ids"] == 4
@@ -103,7 +107,7 @@ def test_duplicate_ids_are_counted_across_chunks_and_files(tmp_path, model_tag):
 def test_anomalies_are_reported_and_fail_the_run_only_when_asked(tmp_path, model_tag):
     # Customers who have not bought anything for years: nearly all predicted to churn.
     gone = [
-        {**GOOD, "customer_id": f"g-{i}", "purchase_history": 0, "last_purchase_date": "2020-01-01"}
+        record(customer_id=f"g-{i}", purchase_history=0, last_purchase_date="2020-01-01")
         for i in range(MIN_ROWS_FOR_ANOMALIES)
     ]
     src = write_parquet(tmp_path / "gone.parquet", gone)
@@ -119,8 +123,10 @@ def test_anomalies_are_reported_and_fail_the_run_only_when_asked(tmp_path, model
 
 def test_a_tiny_healthy_file_raises_no_anomaly(tmp_path, model_tag):
     # The same customers, two of them: PSI and rates over two rows mean nothing.
-    few = [{**GOOD, "customer_id": f"g-{i}", "purchase_history": 0,
-            "last_purchase_date": "2020-01-01"} for i in range(2)]  # fmt: skip
+    few = [
+        record(customer_id=f"g-{i}", purchase_history=0, last_purchase_date="2020-01-01")
+        for i in range(2)
+    ]
     src = write_parquet(tmp_path / "few.parquet", few)
     assert run_batch([src], tmp_path / "out", model_tag, "--fail-on-anomaly") == 0
     report = read_outputs(tmp_path / "out")[2]
@@ -130,21 +136,19 @@ def test_a_tiny_healthy_file_raises_no_anomaly(tmp_path, model_tag):
     assert "insufficient data" in (tmp_path / "out" / "report.html").read_text()
 
 
-def test_report_is_complete_and_the_html_self_contained(small, tmp_path, model_tag):
+def test_report_is_complete_and_the_html_self_contained(small, tmp_path, model_tag, predictor):
     assert run_batch([small], tmp_path / "out", model_tag) == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert set(report) >= {"run", "summary", "duplicates", "failures_by_reason", "histogram",
                            "drift", "anomalies", "files"}  # fmt: skip
     s = report["summary"]
-    assert (
-        s["confidence_levels"]["high"]
-        + s["confidence_levels"]["medium"]
-        + s["confidence_levels"]["low"]
-        == s["rows_scored"]
-        == 40
-    )
-    assert 0 <= s["churn_rate"] <= 1
-    assert 0.5 <= s["mean_confidence"] <= 1
+    # The summary of the 40 customers `small` holds, worked out here from their features.
+    p = predictor.churn_probability(feature_matrix(records(40), AS_OF))
+    levels = Counter(confidence_level(x) for x in p.tolist())
+    assert s["rows_scored"] == 40
+    assert s["confidence_levels"] == {k: levels[k] for k in ("high", "medium", "low")}
+    assert s["churn_rate"] == np.count_nonzero(p >= 0.5) / 40
+    assert s["mean_confidence"] == pytest.approx(np.maximum(p, 1 - p).mean(), rel=1e-12)
     assert set(report["drift"]) == {"age", "income", "purchase_history", "days_since_purchase"}
     for d in report["drift"].values():  # 40 rows: below the sample drift needs
         assert d["psi"] is None

@@ -12,19 +12,20 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from tests.batch.conftest import GOOD, customers, read_outputs, run_batch, write_parquet
+from tests.batch.conftest import read_outputs, run_batch, write_parquet
+from tests.factories import record, records
 from tests.support import wait_until
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     d = tmp_path_factory.mktemp("dask-in")
-    rows = customers(60)
+    rows = records(60)
     rows[5]["age"] = 300.0
     rows[22]["last_purchase_date"] = "not a date"
     rows[41]["customer_id"] = None
     write_parquet(d / "a.parquet", rows, row_group_size=16)
-    write_parquet(d / "b.parquet", [*customers(10, "b"), {**GOOD, "customer_id": "c-3"}])
+    write_parquet(d / "b.parquet", [*records(10, "b"), record(customer_id="c-3")])
     return d
 
 
@@ -66,7 +67,7 @@ def test_dask_engine_matches_the_local_engine(inputs, tmp_path, model_tag):
 
 def test_dask_engine_refuses_non_parquet_input(tmp_path, model_tag, caplog):
     src = tmp_path / "in.csv"
-    pd.DataFrame(customers(3)).to_csv(src, index=False)
+    pd.DataFrame(records(3)).to_csv(src, index=False)
     assert run_batch([src], tmp_path / "out", model_tag, "--engine", "dask") == 2
     assert "parquet only" in caplog.text
     assert not (tmp_path / "out").exists()
@@ -109,8 +110,8 @@ def test_partitions_rerun_after_a_lost_worker_count_no_extra_duplicates(
     from distributed.diagnostics.plugin import WorkerPlugin
 
     # Ids repeated within a file, across files and across row groups (= partitions).
-    a = customers(60)
-    b = [*customers(12, start=50), *customers(3, start=7), *customers(1, start=7)]
+    a = records(60)
+    b = [*records(12, start=50), *records(3, start=7), *records(1, start=7)]
     inputs = tmp_path / "in"
     inputs.mkdir()
     write_parquet(inputs / "a.parquet", a, row_group_size=10)

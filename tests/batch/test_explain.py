@@ -6,12 +6,13 @@ import numpy as np
 from scipy.special import logit
 
 from models.contract import FEATURES
-from tests.batch.conftest import customers, read_outputs, run_batch, write_parquet
+from tests.batch.conftest import read_outputs, run_batch, write_parquet
 from tests.conftest import AS_OF
+from tests.factories import records
 
 
 def test_explain_adds_the_three_largest_contributions(tmp_path, model_tag, predictor):
-    rows = customers(60)
+    rows = records(60)
     src = write_parquet(tmp_path / "in.parquet", rows)
     assert run_batch([src], tmp_path / "plain", model_tag) == 0
     assert run_batch([src], tmp_path / "out", model_tag, "--explain", "--chunk-rows", "16") == 0

@@ -9,8 +9,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tests.batch.conftest import customers, read_outputs, run_batch, write_jsonl, write_parquet
+from tests.batch.conftest import read_outputs, run_batch, write_jsonl, write_parquet
 from tests.conftest import AS_OF
+from tests.factories import records
 
 
 def expected_probability(predictor, rows: list[dict]) -> np.ndarray:
@@ -31,7 +32,7 @@ def scored(out) -> pd.DataFrame:
 
 
 def test_integer_ids_of_any_width_are_their_decimal_text(tmp_path, model_tag, predictor):
-    rows = customers(6)
+    rows = records(6)
     ids = [0, 7, 2**31, 2**40, 2**63 - 1, 12345]
     for width in ("int64", "int32", "uint64"):
         ids_w = [i % 2**31 for i in ids] if width == "int32" else ids
@@ -49,7 +50,7 @@ def test_integer_ids_of_any_width_are_their_decimal_text(tmp_path, model_tag, pr
 
 
 def test_extra_columns_are_ignored_listed_and_change_nothing(tmp_path, model_tag, predictor):
-    rows = customers(8)
+    rows = records(8)
     extra = [{**r, "segment": "gold", "channel": i} for i, r in enumerate(rows)]
     src = write_parquet(tmp_path / "extra.parquet", extra)
     assert run_batch([src], tmp_path / "out", model_tag) == 0
@@ -63,7 +64,7 @@ def test_extra_columns_are_ignored_listed_and_change_nothing(tmp_path, model_tag
 
 
 def test_days_since_purchase_stands_in_for_an_absent_date(tmp_path, model_tag, predictor):
-    rows = customers(10)
+    rows = records(10)
     days = [(AS_OF - date.fromisoformat(r["last_purchase_date"])).days for r in rows]
     legacy = [
         {k: v for k, v in r.items() if k != "last_purchase_date"} | {"days_since_purchase": d}
@@ -86,7 +87,7 @@ def test_days_since_purchase_stands_in_for_an_absent_date(tmp_path, model_tag, p
 
 
 def test_bad_days_are_rejected_with_their_reason(tmp_path, model_tag):
-    base = {k: v for k, v in customers(1)[0].items() if k != "last_purchase_date"}
+    base = {k: v for k, v in records(1)[0].items() if k != "last_purchase_date"}
     rows = [
         {**base, "customer_id": "neg", "days_since_purchase": -1},
         {**base, "customer_id": "half", "days_since_purchase": 2.5},
@@ -105,7 +106,7 @@ def test_bad_days_are_rejected_with_their_reason(tmp_path, model_tag):
 
 
 def test_the_legacy_frame_without_id_or_date_is_scored(tmp_path, model_tag, predictor):
-    rows = customers(5)
+    rows = records(5)
     legacy = [
         {
             "age": r["age"],
@@ -127,7 +128,7 @@ def test_the_legacy_frame_without_id_or_date_is_scored(tmp_path, model_tag, pred
 
 
 def test_a_malformed_json_line_is_one_reject_and_the_run_goes_on(tmp_path, model_tag, predictor):
-    rows = customers(4)
+    rows = records(4)
     nested = [
         {
             "customer_id": r["customer_id"],
@@ -163,7 +164,7 @@ def test_a_malformed_json_line_is_one_reject_and_the_run_goes_on(tmp_path, model
 
 
 def test_a_json_array_file_is_read_like_json_lines(tmp_path, model_tag, predictor):
-    rows = customers(6)
+    rows = records(6)
     (tmp_path / "export.json").write_text(json.dumps(rows, indent=2))
     write_jsonl(tmp_path / "lines.json", rows)  # .json holding JSON lines still works
     for name in ("export.json", "lines.json"):
@@ -177,7 +178,7 @@ def test_a_json_array_file_is_read_like_json_lines(tmp_path, model_tag, predicto
 
 
 def test_an_absent_id_is_no_error_and_a_null_id_is(tmp_path, model_tag):
-    rows = customers(3)
+    rows = records(3)
     del rows[0]["customer_id"]
     rows[1]["customer_id"] = None
     write_jsonl(tmp_path / "in.jsonl", rows)

@@ -5,48 +5,42 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.batch.conftest import (
-    GOOD,
-    TYPED_INVALID,
-    customers,
-    read_outputs,
-    run_batch,
-    write_jsonl,
-    write_parquet,
-)
+from tests.batch.conftest import TYPED_INVALID, read_outputs, run_batch, write_jsonl, write_parquet
 from tests.conftest import AS_OF
+from tests.expected import confidence_level, feature_matrix
+from tests.factories import record, records
 
 
 @pytest.fixture(scope="module")
 def messy(tmp_path_factory, model_tag):
     """Several files of several formats, each with its own kind of trouble, scored once."""
     d = tmp_path_factory.mktemp("messy")
-    typed = customers(30, "t")
+    typed = records(30, "t")
     expected = {}
     for i, (override, reason) in enumerate(TYPED_INVALID):
-        row = {**GOOD, "customer_id": f"bad-{i}", **override}
+        row = {**record(customer_id=f"bad-{i}"), **override}
         typed.insert(2 * i + 1, row)
         if "customer_id" not in override:
             expected[row["customer_id"]] = reason
     write_parquet(d / "a-typed.parquet", typed, row_group_size=7)
     # Numbers stored as text are the wrong type, whatever the text says.
-    text_age = [{**r, "age": str(r["age"])} for r in customers(3, "s")]
+    text_age = [{**r, "age": str(r["age"])} for r in records(3, "s")]
     text_age[1]["age"] = "forty"
     write_parquet(d / "b-text-age.parquet", text_age)
     # A file without `income`: every row is rejected; its extra column passes through.
-    no_income = [{**r, "segment": "gold"} for r in customers(4, "m")]
+    no_income = [{**r, "segment": "gold"} for r in records(4, "m")]
     write_parquet(d / "c-no-income.parquet", [{k: v for k, v in r.items() if k != "income"}
                                               for r in no_income])  # fmt: skip
-    empty = pa.Table.from_pandas(pd.DataFrame(customers(1, "e")), preserve_index=False)
+    empty = pa.Table.from_pandas(pd.DataFrame(records(1, "e")), preserve_index=False)
     pq.write_table(empty.slice(0, 0), d / "d-empty.parquet")
-    records = [*customers(5, "j"), {**GOOD, "customer_id": "j-bad-1", "age": "forty"},
-               {**GOOD, "customer_id": "j-bad-2", "age": True},
-               {**GOOD, "customer_id": 17}, {**GOOD, "customer_id": 17.5},
-               {"customer_id": "j-bad-3"},
-               {**GOOD, "customer_id": "j-bad-4", "last_purchase_date": 20260101}]  # fmt: skip
-    write_jsonl(d / "e-records.jsonl", records)
+    lines = [*records(5, "j"), record(customer_id="j-bad-1", age="forty"),
+             record(customer_id="j-bad-2", age=True),
+             record(customer_id=17), record(customer_id=17.5),
+             {"customer_id": "j-bad-3"},
+             record(customer_id="j-bad-4", last_purchase_date=20260101)]  # fmt: skip
+    write_jsonl(d / "e-records.jsonl", lines)
     (d / "f-empty.jsonl").write_text("")
-    csv = pd.DataFrame([*customers(4, "v"), {**GOOD, "customer_id": "v-bad", "income": "lots"}])
+    csv = pd.DataFrame([*records(4, "v"), record(customer_id="v-bad", income="lots")])
     csv.to_csv(d / "g-table.csv", index=False)
     out = d / "out"
     assert run_batch([d], out, model_tag) == 0
@@ -117,7 +111,7 @@ def test_rejects_keep_the_original_values_and_where_they_came_from(messy):
     assert by_id.loc[f"bad-{overrides.index({'income': -0.01})}", "income"] == "-0.01"
 
 
-def test_predictions_have_the_documented_columns(messy, model_tag):
+def test_predictions_have_the_documented_columns(messy, model_tag, predictor):
     p = messy["predictions"]
     assert list(p.columns) == [
         "customer_id", "prediction", "churn_probability", "probability", "confidence_level",
@@ -125,9 +119,16 @@ def test_predictions_have_the_documented_columns(messy, model_tag):
     ]  # fmt: skip
     assert set(p["model_version"]) == {model_tag}
     assert set(pd.to_datetime(p["as_of"]).dt.date) == {AS_OF}
-    assert p["churn_probability"].between(0, 1).all()
-    assert ((p["churn_probability"] >= 0.5) == (p["prediction"] == 1)).all()
-    assert set(p["confidence_level"]) <= {"high", "medium", "low"}
+    # Each scored row's numbers, worked out here from the valid record it was written from.
+    valid = [*records(30, "t"), *records(5, "j"), record(customer_id="17"), *records(4, "v")]
+    by_id = {r["customer_id"]: r for r in valid}
+    expected = predictor.churn_probability(
+        feature_matrix([by_id[cid] for cid in p["customer_id"]], AS_OF)
+    ).tolist()
+    assert p["churn_probability"].tolist() == expected
+    assert p["prediction"].tolist() == [int(x >= 0.5) for x in expected]
+    assert p["probability"].tolist() == pytest.approx([max(x, 1 - x) for x in expected])
+    assert p["confidence_level"].tolist() == [confidence_level(x) for x in expected]
 
 
 def test_predictions_file_has_plain_column_types(messy):

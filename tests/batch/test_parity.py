@@ -3,7 +3,8 @@
 import httpx
 import pytest
 
-from tests.batch.conftest import customers, read_outputs, run_batch, write_parquet
+from tests.batch.conftest import read_outputs, run_batch, write_parquet
+from tests.factories import records
 
 
 @pytest.fixture(scope="module")
@@ -13,7 +14,7 @@ def client(bento):
 
 
 def test_batch_and_service_agree_bit_for_bit(client, tmp_path, model_tag):
-    rows = customers(25)
+    rows = records(25)
     rows[3]["income"] = 0.1 + 0.2  # values whose float rounding would show any divergence
     rows[4]["age"] = 1 / 3 * 100
     src = write_parquet(tmp_path / "in.parquet", rows)

@@ -11,15 +11,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from batch.output import OutputExistsError, staged_output
-from tests.batch.conftest import customers
 from tests.conftest import AS_OF
+from tests.factories import records
 from tests.support import ROOT, wait_until
 
 
 @pytest.fixture(scope="module")
 def big_input(tmp_path_factory):
     """300,000 rows: hundreds of small chunks, so a run lasts long enough to be interrupted."""
-    block = pa.Table.from_pylist(customers(1000))
+    block = pa.Table.from_pylist(records(1000))
     path = tmp_path_factory.mktemp("big") / "big.parquet"
     pq.write_table(pa.concat_tables([block] * 300), path, row_group_size=50_000)
     return path

@@ -8,8 +8,9 @@ from datetime import timedelta
 
 import numpy as np
 
-from models.contract import AGE_MAX, AGE_MIN, ID_COLUMN, INCOME_MIN, RAW_FEATURES
+from models.contract import AGE_MAX, AGE_MIN, ID_COLUMN, INCOME_MIN
 from tests.conftest import AS_OF
+from tests.factories import record, request
 from tests.invalid import JSON_CASES
 
 SEED = 20261126
@@ -50,20 +51,14 @@ def valid_customers(n: int = 2000) -> list[dict]:
     return [{ID_COLUMN: f"v-{i:05d}", **r} for i, r in enumerate([*edges, *records])]
 
 
-_BASE = {"age": 40.0, "income": 50_000.0, "purchase_history": 3, "last_purchase_date": _day(5)}
-
-
 def invalid_records() -> list[tuple[dict, str]]:
     """(flat record, expected "field:code") for every way a record breaks the contract."""
-    out = []
-    for i, case in enumerate(JSON_CASES):
-        out.append(({ID_COLUMN: f"bad-{i:03d}", **_BASE, **case.override}, case.expected))
-    return out
+    return [
+        ({**record(customer_id=f"bad-{i:03d}"), **case.override}, case.expected)
+        for i, case in enumerate(JSON_CASES)
+    ]
 
 
-def nested(record: dict) -> dict:
-    """A flat record as the JSON API's request: `{"customer_id", "features": {...}}`."""
-    return {
-        ID_COLUMN: record.get(ID_COLUMN),
-        "features": {k: record[k] for k in RAW_FEATURES if k in record},
-    }
+# A flat record as the JSON API's request (tests/service/test_client_errors.py imports it
+# from here).
+nested = request

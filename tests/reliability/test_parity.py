@@ -12,7 +12,8 @@ import pytest
 
 from models.contract import ID_COLUMN, MAX_BATCH_ITEMS
 from models.predict import score_frame
-from tests.reliability.corpus import AS_OF, invalid_records, nested, valid_customers
+from tests.factories import request
+from tests.reliability.corpus import AS_OF, invalid_records, valid_customers
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def assert_same(reference: pd.DataFrame, got: dict[str, tuple[int, float]]) -> N
 def test_predict_endpoint_matches_bit_for_bit(client, corpus, reference):
     got = {}
     for record in corpus[:300] + corpus[-10:]:
-        body = client.post("/predict", json=nested(record)).json()
+        body = client.post("/predict", json=request(record)).json()
         got[body[ID_COLUMN]] = (body["prediction"], body["churn_probability"])
     assert_same(reference.loc[list(got)], got)
 
@@ -54,7 +55,7 @@ def test_predict_endpoint_matches_bit_for_bit(client, corpus, reference):
 def test_batch_endpoint_matches_bit_for_bit(client, corpus, reference):
     got = {}
     for start in range(0, len(corpus), MAX_BATCH_ITEMS):
-        chunk = [nested(r) for r in corpus[start : start + MAX_BATCH_ITEMS]]
+        chunk = [request(r) for r in corpus[start : start + MAX_BATCH_ITEMS]]
         body = client.post("/predict/batch", json={"requests": chunk}).json()
         assert body["error_count"] == 0
         got |= {
@@ -78,13 +79,15 @@ def test_invalid_records_get_the_same_reason_on_every_http_path(client):
 
     single = []
     for record, _ in records:
-        resp = client.post("/predict", json=nested(record))
+        resp = client.post("/predict", json=request(record))
         assert resp.status_code == 400, resp.text
         single.append(resp.json()["detail"][0])
     single_fields = [str(d["loc"][-1]) for d in single]
     assert single_fields == [code.split(":")[0] for code in expected]
 
-    batch = client.post("/predict/batch", json={"requests": [nested(r) for r, _ in records]}).json()
+    batch = client.post(
+        "/predict/batch", json={"requests": [request(r) for r, _ in records]}
+    ).json()
     assert batch["success_count"] == 0
     by_index = codes_from_items(batch["errors"])
     assert [by_index[i] for i in range(len(records))] == expected

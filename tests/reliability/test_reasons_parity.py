@@ -9,7 +9,8 @@ import pytest
 
 from models.contract import FEATURES, ID_COLUMN
 from tests.batch.conftest import read_outputs, run_batch, write_parquet
-from tests.reliability.corpus import AS_OF, nested, valid_customers
+from tests.factories import request
+from tests.reliability.corpus import AS_OF, valid_customers
 from tests.streaming.support import Kafka, Reader, read_until, start_bridge, stop
 
 N = 40
@@ -54,17 +55,17 @@ def test_predict_and_batch_give_the_same_reasons(client, predictor, rows, expect
     intercept = float(predictor.model.intercept_[0])
     singles = {}
     for r in rows:
-        resp = client.post("/predict", json={**nested(r), "explain": True})
+        resp = client.post("/predict", json={**request(r), "explain": True})
         assert resp.status_code == 200, resp.text
         singles[r[ID_COLUMN]] = resp.json()
         check_full(resp.json(), expected[r[ID_COLUMN]], intercept)
     batch = client.post(
-        "/predict/batch", json={"requests": [nested(r) for r in rows], "explain": True}
+        "/predict/batch", json={"requests": [request(r) for r in rows], "explain": True}
     ).json()
     for p in batch["predictions"]:
         assert p["reasons"] == singles[p[ID_COLUMN]]["reasons"]
         assert p["base_log_odds"] == singles[p[ID_COLUMN]]["base_log_odds"]
-    plain = client.post("/predict", json=nested(rows[0])).json()
+    plain = client.post("/predict", json=request(rows[0])).json()
     assert plain["reasons"] is None  # opt-in only
     assert plain["base_log_odds"] is None
 

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.factories import request
 from tests.support import ROOT, Process, start_bento
 
 TOKENS = ("t-one", "t-two")
@@ -33,15 +34,13 @@ def metric(url: str, name: str, **labels: str) -> float:
 
 def customer(i: int, age: float = 42.0) -> dict:
     """A valid request; `i` makes the features (and so the cache key) unique."""
-    return {
-        "customer_id": f"c-{i}",
-        "features": {
-            "age": age,
-            "income": 30_000.0 + i,
-            "purchase_history": 7,
-            "last_purchase_date": "2026-05-01",
-        },
-    }
+    return request(
+        customer_id=f"c-{i}",
+        age=age,
+        income=30_000.0 + i,
+        purchase_history=7,
+        last_purchase_date="2026-05-01",
+    )
 
 
 @dataclass(frozen=True)
@@ -87,7 +86,7 @@ def production(logs_dir: Path, service_env: dict[str, str], redis_url: str) -> I
         "API_TOKENS": ",".join(TOKENS),
         "CORS_ORIGINS": ORIGIN,
         "MAX_BODY_BYTES": str(MAX_BODY_BYTES),
-        "BENTOML_CONFIG_OPTIONS": "services.churn_service.workers=2",
+        "BENTOML_CONFIG_OVERRIDES": '{"services": {"churn_service": {"workers": 2}}}',
     }
     proc = start_bento(logs_dir, env)
     yield proc

@@ -21,6 +21,7 @@ from models.contract import FEATURES
 from models.policy import MAX_IGNORED_LABELS
 from serving.cache import KEY_PREFIX
 from tests.conftest import AS_OF
+from tests.factories import request
 from tests.service.conftest import customer, metric
 from tests.support import start_bento, wait_until
 
@@ -30,15 +31,13 @@ IGNORED = "churn_ignored_fields_total"
 
 def canonical(i: int, days: int = 45, age: float = 42.0) -> dict:
     """A canonical request: text id, nested features, a purchase date `days` before AS_OF."""
-    return {
-        "customer_id": f"p-{i}",
-        "features": {
-            "age": age,
-            "income": 41_000.0 + 17 * i,
-            "purchase_history": 3 + i % 9,
-            "last_purchase_date": (AS_OF - timedelta(days=days)).isoformat(),
-        },
-    }
+    return request(
+        customer_id=f"p-{i}",
+        age=age,
+        income=41_000.0 + 17 * i,
+        purchase_history=3 + i % 9,
+        last_purchase_date=(AS_OF - timedelta(days=days)).isoformat(),
+    )
 
 
 def expected(predictor, *records: dict) -> list[float]:

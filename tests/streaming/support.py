@@ -14,6 +14,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import AS_OF
+from tests.expected import feature_matrix
 from tests.support import Process, free_port, spawn, wait_until
 
 PARTITIONS = 3
@@ -23,21 +24,6 @@ FAST_GROUP = ("--session-timeout-ms", "6000", "--heartbeat-interval-ms", "1000")
 
 def unique(name: str) -> str:
     return f"{name}-{uuid.uuid4().hex[:10]}"
-
-
-def event(i: int, nested: bool = False, **changes: Any) -> dict[str, Any]:
-    """A valid customer event (flat or nested), with `changes` applied to its features."""
-    features = {
-        "age": 20 + i % 60,
-        "income": 30_000 + 137.5 * i,
-        "purchase_history": i % 25,
-        "last_purchase_date": f"2026-{1 + i % 6:02d}-{1 + i % 28:02d}",
-        **changes,
-    }
-    cid = f"c-{i:05d}"
-    if nested:
-        return {"customer_id": cid, "features": features}
-    return {"customer_id": cid, **features}
 
 
 class Kafka:
@@ -163,16 +149,7 @@ def stop(bridge: Process, sig: int = signal.SIGTERM) -> int:
 
 
 def canonical_matrix(records: Iterable[dict[str, Any]]) -> Any:
-    """The model's matrix of canonical flat events (as `event()` makes them), built here rather
-    than by the code under test: age, income, purchase_history, and the days from
-    last_purchase_date to AS_OF, the bridge's as-of date in these tests."""
-    from datetime import date
-
-    import numpy as np
-
-    rows = [
-        [r["age"], r["income"], r["purchase_history"],
-         (AS_OF - date.fromisoformat(r["last_purchase_date"])).days]
-        for r in records
-    ]  # fmt: skip
-    return np.array(rows, np.float64).reshape(-1, 4)
+    """The model's matrix of canonical flat events (as `tests.factories.event` makes them), built
+    here rather than by the code under test, as of AS_OF (the bridge's as-of date in these
+    tests)."""
+    return feature_matrix(records, AS_OF)

@@ -17,14 +17,8 @@ import pytest
 
 from models.contract import RAW_FEATURES
 from streaming.bridge import MAX_SUBMITTED
-from tests.streaming.support import (
-    PARTITIONS,
-    event,
-    metric,
-    read_until,
-    stop,
-    unique,
-)
+from tests.factories import event
+from tests.streaming.support import PARTITIONS, metric, read_until, stop, unique
 from tests.support import Process, wait_until
 
 pytestmark = pytest.mark.slow

@@ -11,10 +11,10 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from tests.conftest import AS_OF
+from tests.factories import event
 from tests.streaming.support import (
     PARTITIONS,
     canonical_matrix,
-    event,
     metric,
     read_until,
     stop,

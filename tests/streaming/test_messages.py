@@ -14,7 +14,7 @@ from streaming.messages import Problem, decode, error_record, result_record
 from streaming.scorer import ScoringUnavailableError, outcomes_from_batch
 from streaming.settings import load_settings
 from tests.conftest import AS_OF
-from tests.streaming.support import event
+from tests.factories import event
 
 RECORD_MS = 1_780_000_000_000
 

@@ -15,8 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-from kafka.consumer.fetcher import ConsumerRecord
-from kafka.structs import TopicPartition
 
 from streaming.bridge import Bridge
 from streaming.messages import decode, error_record, result_record
@@ -30,21 +28,16 @@ from streaming.scorer import (
 )
 from streaming.settings import StreamSettings
 from tests.conftest import AS_OF
-from tests.streaming.support import canonical_matrix, event
+from tests.factories import event
+from tests.streaming.fakes import FakeConsumer, FakeProducer
+from tests.streaming.fakes import consumer_record as record
+from tests.streaming.support import canonical_matrix
 
-RECORD_MS = 1_780_000_000_000  # the broker's timestamp of every fake record
-RECORD_TIME = datetime(2026, 5, 28, 20, 26, 40, tzinfo=UTC)  # the same instant
+RECORD_TIME = datetime(2026, 5, 28, 20, 26, 40, tzinfo=UTC)  # every fake record's (RECORD_MS)
 EVENT_TIME = datetime(2026, 6, 30, 12, 0, 0, tzinfo=UTC)
 EVENT_S = 1_782_820_800  # EVENT_TIME in epoch seconds
 NOW = datetime(2026, 6, 30, 12, 0, 5, tzinfo=UTC)
 LIMIT = 1 << 20
-
-
-def record(value: Any, offset: int = 7, key: bytes | None = b"k", partition: int = 1):
-    raw = value if isinstance(value, bytes) or value is None else json.dumps(value).encode()
-    return ConsumerRecord(
-        "events", partition, -1, offset, RECORD_MS, 0, key, raw, [], None, 1, 1, -1
-    )
 
 
 def score_in_process(predictor, values: list[Any]) -> list[dict[str, Any]]:
@@ -475,53 +468,6 @@ def test_a_refused_schema_request_is_a_refusal_too(fake_service):
 
 
 # --- the bridge stops on a refusal, committing nothing of what it holds -------------------------
-
-
-class FakeConsumer:
-    """Hands out `batches` of records one poll at a time, and records what the bridge asks."""
-
-    def __init__(self, batches: list[list[ConsumerRecord]]) -> None:
-        self.batches, self.commits, self.closed = list(batches), [], None
-        self.tp = TopicPartition("events", 1)
-
-    def subscribe(self, topics: list[str], listener: Any) -> None:
-        self.listener = listener
-
-    def poll(self, timeout_ms: int, max_records: int) -> dict:
-        return {self.tp: self.batches.pop(0)} if self.batches else {}
-
-    def assignment(self) -> set:
-        return {self.tp}
-
-    def pause(self, *tps: Any) -> None: ...
-
-    def resume(self, *tps: Any) -> None: ...
-
-    def paused(self) -> set:
-        return set()
-
-    def commit(self, offsets: dict) -> None:
-        self.commits.append({tp: meta.offset for tp, meta in offsets.items()})
-
-    def close(self, autocommit: bool) -> None:
-        self.closed = {"autocommit": autocommit}
-
-
-class FakeProducer:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes | None]] = []
-        self.closed = False
-
-    def send(self, topic: str, key: bytes | None, value: bytes) -> "FakeProducer":
-        self.sent.append((topic, key))
-        return self  # acknowledged at once: get() returns
-
-    def get(self) -> None: ...
-
-    def flush(self) -> None: ...
-
-    def close(self, timeout: float) -> None:
-        self.closed = True
 
 
 class ScriptedScorer:

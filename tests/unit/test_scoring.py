@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from models.contract import (
-    CONFIDENCE_LEVELS,
+    DECISION_THRESHOLD,
     FEATURES,
     HIGH_CONFIDENCE,
     MEDIUM_CONFIDENCE,
@@ -18,6 +18,8 @@ from models.frames import validate_frame
 from models.predict import score_frame, score_requests, split_requests
 from models.predictor import ChurnPredictor, scores_from_probability
 from models.schema import CustomerFeatures
+from tests.expected import confidence_level
+from tests.factories import records, request
 
 AS_OF = date(2026, 6, 30)
 
@@ -41,22 +43,10 @@ class Identity:
         return x
 
 
-def record(i: int) -> dict:
-    return {
-        "customer_id": f"c-{i}",
-        "features": {
-            "age": 20 + i % 60,
-            "income": 1000.0 * i,
-            "purchase_history": i % 7,
-            "last_purchase_date": f"2026-0{1 + i % 6}-1{i % 10}",
-        },
-    }
-
-
 def test_n_customers_cost_one_predict_proba_call():
     model = CountingModel()
     predictor = ChurnPredictor(model, Identity(), "churn_model:test", {})
-    valid, rejected = split_requests([record(i) for i in range(250)], AS_OF)
+    valid, rejected = split_requests([request(r) for r in records(250)], AS_OF)
     scores = score_requests(predictor, [r for _, r in valid], AS_OF)
     assert (len(scores), len(rejected), model.calls) == (250, 0, 1)
 
@@ -76,11 +66,10 @@ def test_matrix_columns_follow_features_order():
 
 
 def test_record_and_frame_paths_build_the_same_matrix():
-    records = [record(i) for i in range(40)]
-    flat = pd.DataFrame([{"customer_id": r["customer_id"], **r["features"]} for r in records])
-    valid, _ = split_requests(records, AS_OF)
+    flat = records(40)
+    valid, _ = split_requests([request(r) for r in flat], AS_OF)
     from_records = matrix_from_records([r.features for _, r in valid], AS_OF)
-    from_frame = matrix_from_frame(validate_frame(flat, AS_OF))
+    from_frame = matrix_from_frame(validate_frame(pd.DataFrame(flat), AS_OF))
     assert np.array_equal(from_records, from_frame)
 
 
@@ -108,7 +97,7 @@ def test_decision_and_confidence_bands(p, prediction, probability, level):
 
 
 def test_score_frame_reports_every_row_in_order(predictor):
-    flat = [{"customer_id": r["customer_id"], **r["features"]} for r in map(record, range(5))]
+    flat = records(5)
     flat[2]["income"] = -1
     out = score_frame(predictor, pd.DataFrame(flat), AS_OF)
     assert list(out.columns) == [*PREDICTION_COLUMNS, "error"]
@@ -118,7 +107,7 @@ def test_score_frame_reports_every_row_in_order(predictor):
 
 
 def test_real_model_probability_matches_sklearn(predictor):
-    valid, _ = split_requests([record(i) for i in range(20)], AS_OF)
+    valid, _ = split_requests([request(r) for r in records(20)], AS_OF)
     matrix = matrix_from_records([r.features for _, r in valid], AS_OF)
     expected = predictor.model.predict_proba(predictor.scaler.transform(matrix))[:, 1]
     assert np.array_equal(predictor.churn_probability(matrix), expected)
@@ -166,11 +155,47 @@ def test_other_models_use_predict_proba():
     assert predictor.model.calls == 1
 
 
-def test_band_codes_index_the_confidence_levels_at_every_edge():
-    edges = [0.0, 1.0, 0.5, MEDIUM_CONFIDENCE, HIGH_CONFIDENCE, 1 - MEDIUM_CONFIDENCE]
-    edges += [1 - HIGH_CONFIDENCE]
-    near = [np.nextafter(e, d) for e in edges for d in (0.0, 1.0)]
-    p = np.clip(np.concatenate([edges, near, np.random.default_rng(0).random(10_000)]), 0, 1)
+# P(churn) -> its confidence level, written out by hand from the contract's rule: the predicted
+# class's probability (P(churn) from 0.5 up, 1 - P(churn) below) is "high" from 0.9, "medium"
+# from 0.7, "low" below. At, just below and just above each edge, on both sides of 0.5
+# (np.nextafter(x, 0) is the float just under x).
+BANDS = [
+    (0.0, "high"),
+    (0.05, "high"),
+    (0.1, "high"),  # 1 - 0.1 is 0.9
+    (0.1 + 1e-9, "medium"),
+    (0.2, "medium"),
+    (0.3, "medium"),  # 1 - 0.3 is 0.7
+    (0.3 + 1e-9, "low"),
+    (0.4, "low"),
+    (np.nextafter(0.5, 0), "low"),
+    (0.5, "low"),
+    (0.6, "low"),
+    (np.nextafter(0.7, 0), "low"),
+    (0.7, "medium"),
+    (0.8, "medium"),
+    (np.nextafter(0.9, 0), "medium"),
+    (0.9, "high"),
+    (0.95, "high"),
+    (1.0, "high"),
+]
+
+
+def test_the_contract_thresholds_are_the_ones_the_tables_are_written_for():
+    assert (DECISION_THRESHOLD, MEDIUM_CONFIDENCE, HIGH_CONFIDENCE) == (0.5, 0.7, 0.9)
+
+
+def test_confidence_levels_at_and_around_every_threshold():
+    p = np.array([p for p, _ in BANDS])
+    expected = [level for _, level in BANDS]
     scores = scores_from_probability(p)
-    levels = np.array(CONFIDENCE_LEVELS, object)[scores.band]
-    assert levels.tolist() == scores.confidence_level.tolist()
+    assert scores.confidence_level.tolist() == expected
+    assert [scores.row(i)["confidence_level"] for i in range(len(p))] == expected
+    assert [confidence_level(float(x)) for x in p] == expected
+
+
+def test_confidence_levels_of_many_probabilities_follow_the_rule():
+    p = np.random.default_rng(0).random(10_000)
+    levels = scores_from_probability(p).confidence_level.tolist()
+    assert levels == [confidence_level(x) for x in p.tolist()]
+    assert {"high", "medium", "low"} == set(levels)  # every level drawn, so each is checked

@@ -14,24 +14,13 @@ from models.frames import ValidatedFrame, customer_ids, validate_frame
 from models.predict import Rejected, check_request
 from models.schema import PredictRequest
 from models.validation import DateFieldError, parse_purchase_date
+from tests.factories import record, request
 from tests.invalid import CASES
 
 AS_OF = date(2026, 6, 30)
-GOOD = {
-    "customer_id": "c-1",
-    "age": 42,
-    "income": 55_000.0,
-    "purchase_history": 12,
-    "last_purchase_date": "2026-06-01",
-}
+GOOD = record()
 
 INVALID = [(case.override, case.expected) for case in CASES]
-
-
-def as_request(flat: dict) -> dict:
-    features = {k: v for k, v in flat.items() if k != "customer_id"}
-    ids = {"customer_id": flat["customer_id"]} if "customer_id" in flat else {}
-    return {**ids, "features": features}
 
 
 def frame_code(record: dict) -> str | None:
@@ -51,7 +40,7 @@ def arrow_code(record: dict) -> str | None:
 
 
 def record_code(record: dict) -> str | None:
-    result = check_request(as_request(record), 0, AS_OF)
+    result = check_request(request(record), 0, AS_OF)
     if isinstance(result, Rejected):
         return f"{result.first.field}:{result.first.code}"
     return None
@@ -68,7 +57,7 @@ def test_each_invalid_value_is_rejected_with_the_same_code_on_both_paths(overrid
 def test_reason_text_is_identical_on_both_paths():
     record = {**GOOD, "age": 130}
     frame_reason = validate_frame(pd.DataFrame([record]), AS_OF).errors[0]
-    rejected = check_request(as_request(record), 0, AS_OF)
+    rejected = check_request(request(record), 0, AS_OF)
     assert isinstance(rejected, Rejected)
     assert frame_reason == rejected.first.reason == "age: must be between 0 and 120"
 
@@ -125,19 +114,19 @@ def test_parse_purchase_date_uses_utc_calendar_day():
 
 
 def test_pydantic_model_ignores_extra_fields_and_lists_them():
-    body = as_request(GOOD)
+    body = request(GOOD)
     body["features"]["gender"] = "f"
     body["channel"] = "web"
-    request = PredictRequest.model_validate(body)
-    assert request.ignored_fields == ("channel", "features.gender")
-    assert request.features.model_dump(mode="json") == {
+    parsed = PredictRequest.model_validate(body)
+    assert parsed.ignored_fields == ("channel", "features.gender")
+    assert parsed.features.model_dump(mode="json") == {
         **{k: v for k, v in GOOD.items() if k != "customer_id"},
         "days_since_purchase": None,
     }
 
 
 def test_a_typo_in_a_required_field_is_still_missing():
-    body = as_request(GOOD)
+    body = request(GOOD)
     body["features"]["incme"] = body["features"].pop("income")
     with pytest.raises(ValidationError) as exc:
         PredictRequest.model_validate(body)
@@ -246,8 +235,8 @@ def test_integer_ids_of_any_width_are_their_decimal_text(column):
         "17",
         str(column[1].as_py()),
     ]
-    text_twin = check_request({**as_request(GOOD), "customer_id": str(column[1].as_py())}, 0, AS_OF)
-    integer = check_request({**as_request(GOOD), "customer_id": column[1].as_py()}, 0, AS_OF)
+    text_twin = check_request({**request(GOOD), "customer_id": str(column[1].as_py())}, 0, AS_OF)
+    integer = check_request({**request(GOOD), "customer_id": column[1].as_py()}, 0, AS_OF)
     assert integer.customer_id == text_twin.customer_id == str(column[1].as_py())
 
 
