@@ -74,7 +74,7 @@ class ChurnEndpoints:
 
     def __init__(self) -> None:
         self.started = time.monotonic()
-        self.settings = ServiceSettings()
+        self.settings = ServiceSettings.load()
         self.predictor = ChurnPredictor.from_stored(self.bento_model)
         # For /health's `last_updated`: when the served model was saved to the store.
         self.model_created_at = self.bento_model.info.creation_time
@@ -118,7 +118,7 @@ class ChurnEndpoints:
     @http_errors
     async def predict(self, request: PredictRequest, /) -> ServedPrediction:
         """Churn prediction for one customer; `"explain": true` adds reason codes."""
-        started, as_of = time.perf_counter(), self.settings.as_of()
+        started, as_of = time.perf_counter(), self.settings.as_of_or_today()
         if request.ignored_fields:
             metrics.record_ignored("predict", request.ignored_fields)
         if err := future_date_error(request.features, as_of):
@@ -138,7 +138,7 @@ class ChurnEndpoints:
         """Up to 1000 customers: invalid items are reported in `errors`, the rest scored at once.
 
         `"explain": true` (for the batch or an item) adds reason codes."""
-        started, as_of = time.perf_counter(), self.settings.as_of()
+        started, as_of = time.perf_counter(), self.settings.as_of_or_today()
         valid, rejected = split_requests(batch.requests, as_of)
         metrics.record_batch_size("batch", len(batch.requests))
         metrics.record_validation_failures("batch", (r.first.field for r in rejected))
@@ -161,7 +161,7 @@ class ChurnEndpoints:
     def predict_dataframe(self, frame: pd.DataFrame, /) -> pd.DataFrame:
         """Customers in (flat columns), predictions out, with an `error` column per row; rows
         with a true `explain` column also get `reason_1..3` and `contribution_1..3`."""
-        scorer = self.prediction_log.tap(self.scorer.in_thread(self.settings.as_of()))
+        scorer = self.prediction_log.tap(self.scorer.in_thread(self.settings.as_of_or_today()))
         out = score_frame(scorer, frame, scorer.as_of, self.predictor)
         metrics.record_batch_size("dataframe", len(frame))
         metrics.record_ignored_columns(frame.columns)

@@ -10,7 +10,6 @@ Exit codes: 0 done, 1 failed, 2 bad usage or unreadable input, 3 anomalies (--fa
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import time
@@ -20,12 +19,13 @@ from types import FrameType
 from typing import Any
 
 import pyarrow as pa
+from pydantic import ValidationError
 
 from models.contract import DATE_COLUMN
 from models.errors import ChurnError, ModelUnavailableError
 from models.policy import ignored_columns
 from models.predictor import load_predictor
-from models.validation import today_utc
+from models.settings import AS_OF_ENV, SharedSettings
 
 from .engine import DEFAULT_CHUNK_ROWS, run_local
 from .html import render_html
@@ -42,7 +42,6 @@ from .report import build_report
 from .scoring import RunInfo, rejects_schema
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ANOMALY = 0, 1, 2, 3
-AS_OF_ENV = "CHURN_AS_OF"
 log = logging.getLogger("batch")
 
 
@@ -51,6 +50,13 @@ def _date(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a YYYY-MM-DD date") from None
+
+
+def shared_settings() -> SharedSettings:
+    try:
+        return SharedSettings()
+    except ValidationError as exc:  # e.g. CHURN_AS_OF=yesterday
+        raise InputError(f"bad environment: {exc.errors()[0]['msg']} ({AS_OF_ENV})") from None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -62,7 +68,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--as-of",
         type=_date,
-        default=os.environ.get(AS_OF_ENV),
         help=f"date {DATE_COLUMN} is measured against (default: ${AS_OF_ENV}, else today, UTC)",
     )
     p.add_argument(
@@ -108,7 +113,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     check_target(args.output, args.overwrite)
     sources = [Source(p) for p in resolve_inputs(args.inputs)]
     predictor = load_predictor(args.model)
-    as_of = args.as_of or today_utc()
+    as_of = args.as_of or shared_settings().as_of_or_today()
     schema = rejects_schema([s.schema for s in sources])
     info = RunInfo(predictor, as_of, schema, explain=args.explain)
     known = [s.num_rows for s in sources if s.num_rows is not None]

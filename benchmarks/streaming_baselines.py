@@ -64,7 +64,7 @@ def run(kind: str, settings: StreamSettings, stop: threading.Event) -> None:
     ensure_topics(settings, [settings.input_topic, settings.output_topic, settings.error_topic])
     consumer, producer = make_consumer(settings), make_producer(settings)
     consumer.subscribe([settings.input_topic])
-    as_of = settings.effective_as_of()
+    as_of = settings.as_of_or_today()
     while not stop.is_set():
         polled = consumer.poll(timeout_ms=500, max_records=settings.max_batch)
         for records in polled.values():

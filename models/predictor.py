@@ -1,6 +1,5 @@
 """Loading the packaged model from the BentoML store, and scoring a feature matrix in one call."""
 
-import os
 import warnings
 from dataclasses import dataclass
 from functools import cached_property
@@ -17,15 +16,14 @@ from sklearn.preprocessing import StandardScaler
 from models.contract import (
     CONFIDENCE_LEVELS,
     DECISION_THRESHOLD,
-    DEFAULT_MODEL_TAG,
     FEATURES,
     HIGH_CONFIDENCE,
     MEDIUM_CONFIDENCE,
     MODEL_FILE,
-    MODEL_TAG_ENV,
     SCALER_FILE,
 )
 from models.errors import ModelUnavailableError
+from models.settings import SharedSettings
 
 _LEVEL_OBJECTS = np.array(CONFIDENCE_LEVELS, dtype=object)
 
@@ -157,7 +155,7 @@ class ChurnPredictor:
 
 def resolve_tag(tag: str | None = None) -> str:
     """The tag to serve: the explicit one, else $CHURN_MODEL_TAG, else `churn_model:latest`."""
-    return tag or os.environ.get(MODEL_TAG_ENV) or DEFAULT_MODEL_TAG
+    return tag or SharedSettings().tag()
 
 
 def load_predictor(tag: str | None = None) -> ChurnPredictor:

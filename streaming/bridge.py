@@ -145,7 +145,7 @@ class Bridge:
         if not records:
             return
         collecting = self.inflight.collecting
-        as_of = collecting.as_of if collecting else self.settings.effective_as_of()
+        as_of = collecting.as_of if collecting else self.settings.as_of_or_today()
         for tp, recs in records.items():
             messages = [decode(r, as_of, tp) for r in recs]
             self.inflight.add(messages, as_of)

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from datetime import date
 
 from pydantic import AliasChoices, Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from models.contract import MAX_BATCH_ITEMS, MODEL_TAG_ENV
-from models.validation import today_utc
+from models.settings import AS_OF_ENV, SharedSettings
 
 ENV_PREFIX = "CHURN_STREAM_"
 # The bridge's exit statuses (`churn-stream --help` lists them).
@@ -27,8 +27,13 @@ EXIT_STATUS_HELP = (
 )
 
 
-class StreamSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", populate_by_name=True)
+class StreamSettings(SharedSettings):
+    """The bridge's own settings over the shared ones (`model_tag` and `as_of` also answer to
+    `CHURN_STREAM_MODEL_TAG` and `CHURN_STREAM_AS_OF`)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", populate_by_name=True, protected_namespaces=()
+    )
 
     bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka brokers, comma-separated")
     input_topic: str = Field("customer-events", description="topic of customer events (JSON)")
@@ -53,7 +58,7 @@ class StreamSettings(BaseSettings):
     as_of: date | None = Field(
         None,
         description="as-of date for validation and recency (default: today, UTC)",
-        validation_alias=AliasChoices(f"{ENV_PREFIX}AS_OF", "CHURN_AS_OF"),
+        validation_alias=AliasChoices(f"{ENV_PREFIX}AS_OF", AS_OF_ENV),
     )
     max_batch: int = Field(
         500, ge=1, le=MAX_BATCH_ITEMS, description="most messages scored in one call"
@@ -74,9 +79,6 @@ class StreamSettings(BaseSettings):
         256 * 1024, ge=0, description="longest original message copied into a dead letter"
     )
     log_level: str = Field("INFO", description="logging level")
-
-    def effective_as_of(self) -> date:
-        return self.as_of or today_utc()
 
 
 def _flag(name: str) -> str:
