@@ -95,7 +95,7 @@ class ChurnEndpoints:
         logger.info("serving %s, cache %s", self.predictor.tag, "on" if self.cache else "off")
         if not s.tokens:
             logger.warning(
-                "API_TOKENS is not set: the prediction and model endpoints accept requests "
+                "CHURN_API_TOKENS is not set: the prediction and model endpoints accept requests "
                 "without authentication"
             )
 
