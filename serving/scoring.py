@@ -37,22 +37,29 @@ class Scorer:
             churn = await probability(matrix)
         else:
             keys = cache_keys(self.predictor.tag, as_of, matrix)
-            found = await self.cache.get_many(keys)
-            cached = np.array([v is not None for v in found], bool)
-            churn = np.empty(len(matrix), np.float64)
-            churn[cached] = [v for v in found if v is not None]
+            cached, churn = from_cache(await self.cache.get_many(keys))
             if not cached.all():
                 missing = ~cached
                 churn[missing] = await probability(matrix[missing])
-                await self.cache.set_many(
-                    [k for k, miss in zip(keys, missing, strict=True) if miss], churn[missing]
-                )
+                await self.cache.set_many(missed(keys, missing), churn[missing])
         scores = scores_from_probability(churn)
         metrics.record_scores(self.predictor.tag, scores)
         return scores, cached
 
     def in_thread(self, as_of: date) -> "ThreadScorer":
         return ThreadScorer(self, as_of)
+
+
+def from_cache(found: list[float | None]) -> tuple[np.ndarray, np.ndarray]:
+    """(which rows were found, P(churn) with the found ones filled in) of a cache lookup."""
+    cached = np.array([v is not None for v in found], bool)
+    churn = np.empty(len(found), np.float64)
+    churn[cached] = [v for v in found if v is not None]
+    return cached, churn
+
+
+def missed(keys: list[str], missing: np.ndarray) -> list[str]:
+    return [k for k, miss in zip(keys, missing, strict=True) if miss]
 
 
 class ThreadScorer:
@@ -69,11 +76,19 @@ class ThreadScorer:
         self.cached = np.zeros(0, bool)
 
     def score(self, matrix: np.ndarray) -> Scores:
-        if self.scorer.cache is None:
-            # Nothing to await: stay in this thread rather than hop to the event loop.
-            scores = self.scorer.predictor.score(matrix)
-            metrics.record_scores(self.scorer.predictor.tag, scores)
-            self.cached = np.zeros(len(matrix), bool)
-            return scores
-        scores, self.cached = anyio.from_thread.run(self.scorer.score, matrix, self.as_of)
+        """As `Scorer.score`, with every per-row step (hashing the keys, the model, the
+        metrics) here in the worker thread: only the Redis round trips run on the event loop,
+        so a 1,000-row request does not stall the /predict calls sharing it."""
+        predictor, cache = self.scorer.predictor, self.scorer.cache
+        if cache is None or len(matrix) == 0:
+            churn, self.cached = predictor.churn_probability(matrix), np.zeros(len(matrix), bool)
+        else:
+            keys = cache_keys(predictor.tag, self.as_of, matrix)
+            self.cached, churn = from_cache(anyio.from_thread.run(cache.get_many, keys))
+            if not self.cached.all():
+                missing = ~self.cached
+                churn[missing] = predictor.churn_probability(matrix[missing])
+                anyio.from_thread.run(cache.set_many, missed(keys, missing), churn[missing])
+        scores = scores_from_probability(churn)
+        metrics.record_scores(predictor.tag, scores)
         return scores
