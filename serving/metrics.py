@@ -28,6 +28,11 @@ if TYPE_CHECKING:
     from models.predict import Rejected
     from models.schema import PredictRequest
 
+EVENT_LOOP_LAG = Histogram(
+    "churn_event_loop_lag_seconds",
+    "How late the worker's event loop ran a 100 ms timer: how long it was blocked",
+    buckets=[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+)
 PREDICTIONS = Counter(
     "churn_predictions",
     "Customers scored (cache hits included), by served model version and predicted class",

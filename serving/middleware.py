@@ -16,7 +16,7 @@ import bentoml
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving import client_errors, metrics
+from serving import client_errors, loop_lag, metrics
 from serving.auth import TokenCheck
 from serving.settings import ServiceSettings
 
@@ -51,6 +51,7 @@ class ServingMiddleware:
         if self._handler is None:
             # Requests arrive only once the service instance exists (after BentoML's start-up).
             self._handler = build(self.app, bentoml.get_current_service().settings)
+            loop_lag.start()
         await self._handler(scope, receive, send)
 
 

@@ -1,5 +1,6 @@
 """The service's Prometheus metrics on /metrics, summed over the two workers of `production`."""
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -83,3 +84,14 @@ def test_every_metric_is_documented_in_the_readme():
     assert names
     for name in names:
         assert f"`{name}" in readme, name
+
+
+def test_the_event_loop_lag_is_probed_once_requests_arrive(authed, production):
+    assert authed.post("/predict", json=customer(7001)).status_code == 200
+    # The probe starts with a worker's first request and observes every 100 ms: wait for its
+    # observations to appear (a count that grows), not for a fixed time.
+    deadline = time.monotonic() + 30
+    counts = []
+    while time.monotonic() < deadline and len(set(counts)) < 3:
+        counts.append(metric(production.url, "churn_event_loop_lag_seconds_count"))
+    assert len(set(counts)) >= 3, counts
