@@ -20,7 +20,7 @@ from models.contract import ERROR_COLUMN
 from models.errors import InvalidInputError
 from models.explain import explain
 from models.features import future_date_error, matrix_from_records
-from models.predict import score_frame, score_requests, split_requests
+from models.predict import score_frame, split_requests
 from models.predictor import ChurnPredictor, resolve_tag
 from models.schema import BatchRequest, PredictRequest
 from serving import metrics, responses
@@ -145,12 +145,10 @@ class ChurnEndpoints:
         metrics.record_batch_ignored(batch.requests, valid, rejected)
         scorer = self.prediction_log.tap(self.scorer.in_thread(as_of))
         requests = [r for _, r in valid]
-        scores = score_requests(scorer, requests, as_of)
-        reasons = None
-        if any(responses.wants_reasons(batch, r) for r in requests):
-            reasons = explain(
-                self.predictor, matrix_from_records([r.features for r in requests], as_of)
-            )
+        matrix = matrix_from_records([r.features for r in requests], as_of)
+        scores = scorer.score(matrix)
+        wanted = any(responses.wants_reasons(batch, r) for r in requests)
+        reasons = explain(self.predictor, matrix) if wanted else None
         response = responses.batch_response(
             batch, valid, rejected, scores, scorer.cached, self.predictor.tag, started, reasons
         )

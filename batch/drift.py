@@ -24,8 +24,6 @@ import json
 import logging
 import math
 import shutil
-import signal
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -37,13 +35,13 @@ import numpy as np
 import pyarrow as pa
 
 from models.contract import FEATURES, ID_COLUMN
-from models.errors import ChurnError, ModelUnavailableError
+from models.errors import ModelUnavailableError
 from models.predictor import resolve_tag, scores_from_probability
 
 from .duplicates import DuplicateCounter
 from .html import render_html
-from .output import REPORT_HTML, REPORT_JSON, OutputExistsError, check_target, staged_output
-from .predict import EXIT_ANOMALY, EXIT_FAILED, EXIT_OK, EXIT_USAGE, _stop_on_sigterm
+from .output import REPORT_HTML, REPORT_JSON, check_target, staged_output
+from .predict import run_command
 from .reader import InputError
 from .report import Stats, build_report, drift_edges
 
@@ -377,37 +375,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
-    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    try:
-        report = run(args)
-    except (InputError, OutputExistsError, ModelUnavailableError) as exc:
-        log.error("%s", exc)
-        return EXIT_USAGE
-    except (ChurnError, OSError, pa.ArrowException, ValueError, RuntimeError) as exc:
-        log.error("drift report failed: %s", exc, exc_info=args.verbose)
-        return EXIT_FAILED
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+def _done(report: dict[str, Any]) -> str:
     s, skipped = report["summary"], report["run"]["skipped"]
-    log.info(
-        "done: %s predictions (%s rejected records; skipped %s outside the window, %s of other "
-        "models) -> %s",
-        f"{s['rows_scored']:,}",
-        f"{s['rows_rejected']:,}",
-        f"{skipped['outside_window']:,}",
-        f"{skipped['other_model']:,}",
-        args.output,
+    return (
+        f"{s['rows_scored']:,} predictions ({s['rows_rejected']:,} rejected records; skipped "
+        f"{skipped['outside_window']:,} outside the window, {skipped['other_model']:,} of other "
+        f"models) -> {report['run']['output']}"
     )
-    for anomaly in report["anomalies"]:
-        log.warning("anomaly: %s", anomaly["message"])
-    return EXIT_ANOMALY if args.fail_on_anomaly and report["anomalies"] else EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(parser().parse_args(argv), run, "drift report", _done)
 
 
 if __name__ == "__main__":

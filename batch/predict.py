@@ -13,6 +13,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import FrameType
@@ -154,14 +155,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def run_command(
+    args: argparse.Namespace,
+    run: Callable[[argparse.Namespace], dict[str, Any]],
+    what: str,
+    done: Callable[[dict[str, Any]], str],
+) -> int:
+    """A report command's life, shared by `churn-batch` and `churn-drift`: logging, SIGTERM as an
+    unwinding exit, the exit code for each outcome, the closing line and the anomalies."""
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    _use_returning_memory_pool()
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         report = run(args)
@@ -169,22 +175,28 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return EXIT_USAGE
     except (ChurnError, OSError, pa.ArrowException, ValueError, RuntimeError) as exc:
-        log.error("batch run failed: %s", exc, exc_info=args.verbose)
+        log.error("%s failed: %s", what, exc, exc_info=args.verbose)
         return EXIT_FAILED
     finally:
         signal.signal(signal.SIGTERM, previous)
-    s = report["summary"]
-    log.info(
-        "done: %s rows in, %s scored, %s rejected -> %s (%.0f rows/s)",
-        f"{s['rows_in']:,}",
-        f"{s['rows_scored']:,}",
-        f"{s['rows_rejected']:,}",
-        args.output,
-        report["run"]["rows_per_second"] or 0,
-    )
+    log.info("done: %s", done(report))
     for anomaly in report["anomalies"]:
         log.warning("anomaly: %s", anomaly["message"])
     return EXIT_ANOMALY if args.fail_on_anomaly and report["anomalies"] else EXIT_OK
+
+
+def _done(report: dict[str, Any]) -> str:
+    s = report["summary"]
+    return (
+        f"{s['rows_in']:,} rows in, {s['rows_scored']:,} scored, {s['rows_rejected']:,} rejected"
+        f" -> {report['run']['output']} ({report['run']['rows_per_second'] or 0:.0f} rows/s)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    _use_returning_memory_pool()
+    return run_command(args, run, "batch run", _done)
 
 
 if __name__ == "__main__":

@@ -103,9 +103,11 @@ def ignored_fields(record: Any, extra_known: Iterable[str] = ()) -> tuple[str, .
     return tuple(out)
 
 
-def ignored_columns(names: Iterable[str]) -> list[str]:
-    """The columns of a table that no path reads (request metadata included: files carry none)."""
-    read = {ID_COLUMN, *FEATURE_FIELDS}
+def ignored_columns(names: Iterable[str], extra_known: Iterable[str] = ()) -> list[str]:
+    """The columns of a table that no path reads (request metadata included: files carry none).
+    `extra_known`: columns a path reads besides the features (the DataFrame endpoint's
+    `OPTIONS`)."""
+    read = {ID_COLUMN, *FEATURE_FIELDS, *extra_known}
     return [n for n in names if n not in read]
 
 

@@ -154,6 +154,6 @@ def record_batch_ignored(
 def record_ignored_columns(columns: Iterable[Any]) -> None:
     """The ignored columns of one DataFrame request, once each whatever its number of rows.
     The endpoint reads the per-row options (an `explain` column) that files do not."""
-    names = [n for n in ignored_columns(str(c) for c in columns) if n not in OPTIONS]
+    names = ignored_columns((str(c) for c in columns), OPTIONS)
     if names:
         record_ignored("dataframe", names)
