@@ -153,3 +153,19 @@ def start_kafka(log_dir: Path, port: int | None = None) -> Process:
     proc = spawn("kafka", cmd, port, log_dir / f"kafka-{port}.log", {})
     wait_until(lambda: port_open(port), 20, "tansu broker")
     return proc
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants. `bentoml serve` starts its worker in a session of its own,
+    so its process group does not reach the process that answers."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    tree, level = [pid], [pid]
+    while level:
+        level = [child for child, parent in parents.items() if parent in level]
+        tree += level
+    return tree

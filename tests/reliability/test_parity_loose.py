@@ -18,7 +18,7 @@ from models.predict import score_frame
 from tests.batch.conftest import run_batch
 from tests.reliability.corpus import AS_OF, valid_customers
 from tests.reliability.test_parity import assert_same
-from tests.streaming.support import Kafka, Reader, read_until, start_bridge, stop
+from tests.streaming.support import drain
 
 N = 300
 FEATURES = ("age", "income", "purchase_history", "last_purchase_date")
@@ -117,26 +117,17 @@ def epoch(i: int) -> object:
 
 
 def test_kafka_bridge(kafka_broker, bento, logs_dir, twins, reference):
-    kafka = Kafka(kafka_broker.port)
-    topic = kafka.topic("loose")
-    results, errors = Reader(kafka.servers, f"{topic}-out"), Reader(kafka.servers, f"{topic}-err")
     events = [{**r, "timestamp": epoch(i)} for i, r in enumerate(twins[1])]
-    sent = kafka.send(topic, events)
-    bridge = start_bridge(logs_dir, kafka, topic, "loose", "--service-url", bento.url)
-    try:
-        read_until([results, errors], len(sent), 180, bridge)
-    finally:
-        assert stop(bridge) == 0
-        kafka.close()
-    assert errors.records == []
-    assert_same(reference, pairs(results.records))
-    assert {r.get("event_time_source") for r in results.records} == {"message"}
-    stamps = {r[ID_COLUMN]: r["event_timestamp"] for r in results.records}
+    results, errors, _ = drain(
+        kafka_broker.port, logs_dir, "loose", events, "--service-url", bento.url
+    )
+    assert errors == []
+    assert_same(reference, pairs(results))
+    assert {r.get("event_time_source") for r in results} == {"message"}
+    stamps = {r[ID_COLUMN]: r["event_timestamp"] for r in results}
     for i, record in enumerate(twins[0]):
         expected = datetime(2026, 6, 30, 12, 0, i % 60, tzinfo=UTC)
         assert datetime.fromisoformat(stamps[record[ID_COLUMN]]) == expected
-    results.close()
-    errors.close()
 
 
 def test_the_reference_is_the_models_own_answer(predictor, twins, reference):

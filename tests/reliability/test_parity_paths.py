@@ -18,7 +18,7 @@ from models.contract import ID_COLUMN
 from models.predict import score_frame
 from tests.reliability.corpus import AS_OF, invalid_records, valid_customers
 from tests.reliability.test_parity import assert_same
-from tests.streaming.support import Kafka, Reader, read_until, start_bridge, stop
+from tests.streaming.support import drain
 from tests.support import ROOT
 
 
@@ -71,25 +71,15 @@ def test_batch_script_gives_the_same_bits_and_reasons(
 def test_kafka_bridge_gives_the_same_bits_and_reasons(
     kafka_broker, bento, logs_dir, corpus, reference, expected_reasons
 ):
-    kafka = Kafka(kafka_broker.port)
-    topic = kafka.topic("parity")
-    results, errors = Reader(kafka.servers, f"{topic}-out"), Reader(kafka.servers, f"{topic}-err")
     invalid = [record for record, _ in invalid_records()]
-    sent = kafka.send(topic, [*corpus, *invalid])
+    results, errors, sent = drain(
+        kafka_broker.port, logs_dir, "parity", [*corpus, *invalid], "--service-url", bento.url
+    )
     pairs = zip(invalid, expected_reasons, strict=True)
     reason_of = {json.dumps(r).encode(): reason for r, reason in pairs}
-    bridge = start_bridge(logs_dir, kafka, topic, "parity", "--service-url", bento.url)
-    try:
-        read_until([results, errors], len(sent), 180, bridge)
-    finally:
-        assert stop(bridge) == 0
-        kafka.close()
-
     assert_same(
         reference,
-        {r[ID_COLUMN]: (r["prediction"], r["churn_probability"]) for r in results.records},
+        {r[ID_COLUMN]: (r["prediction"], r["churn_probability"]) for r in results},
     )
-    got = {(e["source"]["partition"], e["source"]["offset"]): e["error"] for e in errors.records}
+    got = {(e["source"]["partition"], e["source"]["offset"]): e["error"] for e in errors}
     assert got == {coords: reason_of[raw] for coords, raw in sent.items() if raw in reason_of}
-    results.close()
-    errors.close()

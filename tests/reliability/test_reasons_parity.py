@@ -11,7 +11,7 @@ from models.contract import FEATURES, ID_COLUMN
 from tests.batch.conftest import read_outputs, run_batch, write_parquet
 from tests.factories import request
 from tests.reliability.corpus import AS_OF, valid_customers
-from tests.streaming.support import Kafka, Reader, read_until, start_bridge, stop
+from tests.streaming.support import drain
 
 N = 40
 
@@ -90,22 +90,13 @@ def test_dataframe_and_batch_file_give_the_same_top_three(
 def test_the_bridge_gives_the_same_reasons(
     kafka_broker, bento, logs_dir, model_tag, predictor, rows, expected, mode
 ):
-    kafka = Kafka(kafka_broker.port)
-    topic = kafka.topic(f"reasons-{mode}")
-    results, errors = Reader(kafka.servers, f"{topic}-out"), Reader(kafka.servers, f"{topic}-err")
-    sent = kafka.send(topic, rows)
     how = ["--service-url", bento.url]
     if mode == "in-process":
         how = ["--in-process", "--model-tag", model_tag]
-    bridge = start_bridge(logs_dir, kafka, topic, topic, "--explain", *how)
-    try:
-        read_until([results, errors], len(sent), 180, bridge)
-    finally:
-        assert stop(bridge) == 0
-        kafka.close()
-    assert errors.records == []
+    results, errors, _ = drain(
+        kafka_broker.port, logs_dir, f"reasons-{mode}", rows, "--explain", *how
+    )
+    assert errors == []
     intercept = float(predictor.model.intercept_[0])
-    for result in results.records:
+    for result in results:
         check_full(result, expected[result[ID_COLUMN]], intercept)
-    results.close()
-    errors.close()

@@ -24,26 +24,10 @@ from pathlib import Path
 import httpx
 
 from tests.reliability.corpus import nested, valid_customers
-from tests.support import port_open, start_bento, wait_until
+from tests.support import port_open, process_tree, start_bento, wait_until
 
 CLIENTS = 8
 HELD = 4  # requests begun before the signal, whose last byte is sent only once it drains
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and its descendants. `bentoml serve` starts its worker in a session of its own,
-    so its process group does not reach the process that answers."""
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue  # gone meanwhile
-    tree, level = [pid], [pid]
-    while level:
-        level = [child for child, parent in parents.items() if parent in level]
-        tree += level
-    return tree
 
 
 def tcp_sockets() -> Iterator[tuple[int, int, str, int, str]]:

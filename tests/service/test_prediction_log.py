@@ -23,7 +23,7 @@ from models.schema import PredictRequest
 from serving import responses
 from serving.prediction_log import NAMES, NoPredictionLog, PredictionLog
 from tests.conftest import AS_OF
-from tests.support import ROOT, start_bento
+from tests.support import ROOT, start_bento, wait_until
 
 DROPPED = "churn_prediction_log_dropped_total"
 
@@ -195,12 +195,8 @@ def log_lines(directory: Path) -> list[dict]:
 
 
 def wait_for_lines(directory: Path, expected: int, timeout: float = 60) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while True:
-        lines = log_lines(directory)
-        if len(lines) >= expected or time.monotonic() > deadline:
-            return lines
-        time.sleep(0.05)
+    wait_until(lambda: len(log_lines(directory)) >= expected, timeout, f"{expected} log lines")
+    return log_lines(directory)
 
 
 def drift(*args: str) -> tuple[int, dict]:

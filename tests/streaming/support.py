@@ -153,3 +153,25 @@ def canonical_matrix(records: Iterable[dict[str, Any]]) -> Any:
     here rather than by the code under test, as of AS_OF (the bridge's as-of date in these
     tests)."""
     return feature_matrix(records, AS_OF)
+
+
+def drain(
+    port: int, log_dir: Path, name: str, events: list[Any], *args: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[tuple[int, int], bytes]]:
+    """`events` sent to a new topic and scored by a bridge (`args`: its flags) until every one
+    is a result or a dead letter: (results, dead letters, what was sent by coordinates)."""
+    kafka = Kafka(port)
+    topic = kafka.topic(name)
+    results, errors = Reader(kafka.servers, f"{topic}-out"), Reader(kafka.servers, f"{topic}-err")
+    try:
+        sent = kafka.send(topic, events)
+        bridge = start_bridge(log_dir, kafka, topic, topic, *args)
+        try:
+            read_until([results, errors], len(sent), 180, bridge)
+        finally:
+            assert stop(bridge) == 0
+        return results.records, errors.records, sent
+    finally:
+        kafka.close()
+        results.close()
+        errors.close()

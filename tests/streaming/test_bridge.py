@@ -10,7 +10,6 @@ import signal
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,7 +18,7 @@ from models.contract import RAW_FEATURES
 from streaming.bridge import MAX_SUBMITTED
 from tests.factories import event
 from tests.streaming.support import PARTITIONS, metric, read_until, stop, unique
-from tests.support import Process, wait_until
+from tests.support import Process, process_tree, wait_until
 
 pytestmark = pytest.mark.slow
 FUTURE, NO_DAY = "2026-07-01", "2026-02-30"  # after the as-of date; not a date
@@ -202,22 +201,6 @@ def test_two_bridges_in_one_group_split_the_partitions(kafka, bento, launch, rea
     assert sorted(out.sources()) == sorted({**sent, **more})
     assert err.poll() == []
     assert stop(bridges[1]) == 0
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and its descendants. `bentoml serve` starts its workers in sessions of their own,
-    so its process group does not reach the process that answers."""
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue  # gone meanwhile
-    tree, level = [pid], [pid]
-    while level:
-        level = [child for child, parent in parents.items() if parent in level]
-        tree += level
-    return tree
 
 
 @contextmanager
