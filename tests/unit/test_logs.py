@@ -25,7 +25,7 @@ def lines(text: str) -> list[dict[str, str]]:
     return [json.loads(line) for line in text.splitlines()]
 
 
-@pytest.mark.parametrize("level, shown", [("info", []), ("debug", ["debug"])])
+@pytest.mark.parametrize(("level", "shown"), [("info", []), ("debug", ["debug"])])
 def test_an_error_on_a_closed_transport_is_debug(restore_logging, capsys, level, shown):
     configure(level)
     transport = logging.getLogger("kafka.net.transport")
