@@ -3,7 +3,7 @@
 Run as its own process (`python -m benchmarks.serving_load URL BODY_FILE`) so the server under
 test does not share an interpreter with it; prints one JSON line of results. It speaks raw
 asyncio protocols rather than an HTTP client library, which keeps its own cost per request
-small (checked against wrk: see the README's Performance section).
+small (checked against wrk: see benchmarks/README.md, "Serving").
 """
 
 import argparse
