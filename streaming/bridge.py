@@ -29,7 +29,6 @@ nothing is committed that was not delivered.
 import logging
 import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -70,12 +69,15 @@ class Bridge:
         self.inflight = InFlight()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")
         self._paused = False
-        self._stop = threading.Event()
+        # A plain flag, not a threading.Event: `stop` runs as a signal handler, and Event.set
+        # takes a lock that a second signal (SIGTERM twice) would wait on forever, inside the
+        # first handler's set(). Every wait in the loop is bounded, so polling the flag is enough.
+        self._stopping = False
         self._totals = {"consumed": 0, "produced": 0, "dead_lettered": 0, "batches": 0}
         self._last_report = (time.monotonic(), 0)
 
     def stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
-        self._stop.set()
+        self._stopping = True
 
     def run(self) -> None:
         listener = Rebalance(self.consumer, self.inflight, self.metrics, lambda: self._paused)
@@ -84,7 +86,7 @@ class Bridge:
         log(logger, logging.INFO, "bridge started", scorer=self.scorer.name,
             **self.settings.model_dump(include=shown))  # fmt: skip
         try:
-            while not self._stop.is_set():
+            while not self._stopping:
                 self._step()
                 self._report()
             # Stop polling; finish what is in hand, in order.
@@ -100,7 +102,7 @@ class Bridge:
     def _refused(self, exc: ScoringRefusedError) -> None:
         """The service refused a batch: say so once, and keep every batch in hand uncommitted
         (the next bridge, configured right, redoes them)."""
-        self._stop.set()
+        self._stopping = True
         self.metrics.service_errors.labels(exc.kind).inc()
         dropped = self.inflight.abandon()
         log(logger, logging.ERROR, str(exc), status=exc.status, body=exc.body,
@@ -183,7 +185,7 @@ class Bridge:
                 log(logger, logging.WARNING, "scoring failed; consumption paused, retrying",
                     error=str(exc), retry_in_s=backoff, batch=len(batch.messages))  # fmt: skip
             self._wait_paused(backoff)
-            if self._stop.is_set():
+            if self._stopping:
                 dropped = self.inflight.abandon()
                 log(logger, logging.WARNING, "stopping; unscored messages left uncommitted",
                     messages=dropped)  # fmt: skip
@@ -199,7 +201,7 @@ class Bridge:
         self._paused = True
         self.metrics.paused.set(1)
         deadline = time.monotonic() + seconds
-        while not self._stop.is_set() and (remaining := deadline - time.monotonic()) > 0:
+        while not self._stopping and (remaining := deadline - time.monotonic()) > 0:
             self.consumer.pause(*self.consumer.assignment())
             self._poll(min(remaining, BACKOFF_POLL_S) * 1000)
             self._report()
