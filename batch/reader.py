@@ -28,6 +28,7 @@ from models.contract import DATE_COLUMN, DAYS_COLUMN, INPUT_COLUMNS, NUMERIC_FIE
 from models.errors import BatchInputError
 from models.frames import Frame, is_text
 from models.policy import as_flat
+from models.records import records_frame
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl"}
 FORMATS |= {".ndjson": "jsonl", ".json": "jsonl"}
@@ -215,17 +216,10 @@ class Source:
         if SOURCE_TEXT in names:
             columns[SOURCE_TEXT] = [text for _, _, text in block]
         table = pa.table({n: pa.array(columns[n], TEXT) for n in names})
-        fields = [n for n in names if n != SOURCE_TEXT]
-        frame = pd.DataFrame.from_records(records, columns=fields)
+        frame, absent = records_frame(records, (n for n in names if n != SOURCE_TEXT))
         codes = np.empty(len(block), object)
         codes[:] = [code for _, code, _ in block]
-        absent = {
-            n: np.fromiter((n not in r for r in records), bool, len(records))
-            for n in INPUT_COLUMNS
-            if n in names
-        }
-        # Object columns keep None as None (pandas would otherwise infer str with NaN).
-        return table, frame.astype(object).where(frame.notna(), None), codes, absent
+        return table, frame, codes, absent
 
 
 _NOT_JSON = object()

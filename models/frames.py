@@ -64,6 +64,8 @@ def _numeric_column(col: Column) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         # NaN is the missing value of a NumPy float column: no masked copy, no `isna` pass.
         values = col.to_numpy(np.float64)
         return values, np.isnan(values), np.zeros(len(col), bool)
+    if col.dtype == object and (plain := _plain_numbers(col)) is not None:
+        return plain, np.isnan(plain), np.zeros(len(col), bool)
     null = col.isna().to_numpy(bool)
     if pd.api.types.is_bool_dtype(col):
         return np.full(len(col), np.nan), null, ~null
@@ -73,6 +75,21 @@ def _numeric_column(col: Column) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     values = np.full(len(col), np.nan)
     values[is_number] = col[is_number].astype(np.float64).to_numpy()
     return values, null, ~null & ~is_number
+
+
+_PLAIN_NUMBERS = frozenset((int, float, type(None)))
+
+
+def _plain_numbers(col: pd.Series) -> np.ndarray | None:
+    """An object column of JSON numbers and nulls (what JSON records give) as float64 in one
+    NumPy call, None and NaN as NaN; None when it holds anything else (checked value by value)."""
+    values = col.tolist()
+    if not set(map(type, values)) <= _PLAIN_NUMBERS:
+        return None
+    try:
+        return np.array(values, np.float64)
+    except OverflowError:  # an integer beyond float64: the general path says why
+        return None
 
 
 # Date outcomes as small integers: comparing an int8 column is ~20x cheaper than an object one.
@@ -283,7 +300,8 @@ def customer_ids(frame: pd.DataFrame) -> np.ndarray:
     if ID_COLUMN not in frame.columns:
         return np.full(len(frame), None, object)
     ids = np.empty(len(frame), object)
-    ids[:] = [customer_id_text(v) for v in frame[ID_COLUMN].tolist()]
+    values = frame[ID_COLUMN].tolist()
+    ids[:] = values if set(map(type, values)) <= {str} else list(map(customer_id_text, values))
     return ids
 
 
@@ -310,8 +328,11 @@ def _id_column(col: Column) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ):
         # a text dtype, a Categorical of text, or integers (NumPy or nullable)
         return _id_column(_decoded(pa.array(col)))
-    null = col.isna().to_numpy(bool)
     values = col.tolist()
+    if set(map(type, values)) <= {str}:  # text ids, as JSON records give them
+        lengths = np.fromiter(map(len, values), np.int64, len(values))
+        return np.zeros(len(values), bool), np.ones(len(values), bool), lengths
+    null = col.isna().to_numpy(bool)
     is_id = np.fromiter((isinstance(v, str) or is_integer(v) for v in values), bool, len(values))
     texts = [str(customer_id_text(v)) if ok else "x" for v, ok in zip(values, is_id, strict=True)]
     lengths = np.fromiter(map(len, texts), np.int64, len(texts))

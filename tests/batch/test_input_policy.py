@@ -187,3 +187,21 @@ def test_an_absent_id_is_no_error_and_a_null_id_is(tmp_path, model_tag):
     assert p["customer_id"].isna().tolist() == [True, False]
     assert p["customer_id"].iloc[1] == rows[2]["customer_id"]
     assert rejected["error"].tolist() == ["customer_id: is null"]
+
+
+def test_json_integer_ids_with_a_record_lacking_its_id(tmp_path, model_tag, predictor):
+    # Read into a frame by inference, a column of integers with a gap became floats (17.0),
+    # and every integer id in the file was rejected as not an id.
+    rows = records(4)
+    lines = [{**r, "customer_id": 17 + i} for i, r in enumerate(rows)]
+    del lines[1]["customer_id"]
+    lines[2]["customer_id"] = 2**63 + 5  # wider than int64
+    src = write_jsonl(tmp_path / "ids.jsonl", lines)
+    assert run_batch([src], tmp_path / "out", model_tag) == 0
+    p, rejected, _ = read_outputs(tmp_path / "out")
+    assert len(rejected) == 0
+    ids = p["customer_id"].astype(object)
+    assert ids.where(ids.notna(), None).tolist() == ["17", None, str(2**63 + 5), "20"]
+    np.testing.assert_array_equal(
+        p["churn_probability"].to_numpy(), expected_probability(predictor, rows)
+    )
