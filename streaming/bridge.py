@@ -43,7 +43,13 @@ from kafka.structs import OffsetAndMetadata
 from streaming.clients import ensure_topics, make_consumer, make_producer
 from streaming.inflight import Batch, InFlight, Rebalance
 from streaming.logs import configure, log
-from streaming.messages import Message, decode, error_record, latency_seconds, result_record
+from streaming.messages import (
+    Message,
+    decode_batch,
+    error_record,
+    latency_seconds,
+    result_record,
+)
 from streaming.metrics import BridgeMetrics, reason_label, refresh_lag
 from streaming.scorer import Scorer, ScoringRefusedError, ScoringUnavailableError, scorer_for
 from streaming.settings import EXIT_REFUSED, StreamSettings, load_settings
@@ -149,14 +155,14 @@ class Bridge:
         collecting = self.inflight.collecting
         as_of = collecting.as_of if collecting else self.settings.as_of_or_today()
         for tp, recs in records.items():
-            messages = [decode(r, as_of, tp) for r in recs]
+            messages = decode_batch(recs, as_of, tp)
             self.inflight.add(messages, as_of)
             self.metrics.count_policy(messages)
             self.metrics.consumed.labels(tp.topic, str(tp.partition)).inc(len(recs))
             self._totals["consumed"] += len(recs)
 
     def _submit(self, batch: Batch) -> None:
-        valid = [m for m in batch.messages if m.request is not None]
+        valid = [m for m in batch.messages if m.valid]
         batch.future = self._worker.submit(self._score, valid, batch.as_of)
 
     def _score(self, valid: list[Message], as_of: date) -> None:
@@ -216,7 +222,7 @@ class Bridge:
         """Produce one record per message, in order; wait for every ack; then commit."""
         now, futures, produced, dead = datetime.now(UTC), [], 0, []
         for msg in batch.messages:
-            if msg.request is not None and msg.outcome is None:
+            if msg.valid and msg.outcome is None:
                 raise RuntimeError(f"unscored message at {msg.source()}")
             if isinstance(msg.outcome, dict):
                 key, value = result_record(msg, msg.outcome, now)

@@ -23,11 +23,10 @@ FETCH_MAX_WAIT_MS = 100
 # Producer batching: `flush()` ends every micro-batch, so lingering only helps inside one batch.
 PRODUCER_LINGER_MS = 5
 PRODUCER_BATCH_BYTES = 256 * 1024
-# Without the optional C `crc32c` package, kafka-python checksums every produced batch in pure
-# Python under the GIL (~0.6 ms per KB): on a 500-result batch that was 100 ms, more than all
-# the bridge's other work. gzip (zlib, stdlib, runs outside the GIL) shrinks the JSON ~20x, so
-# the checksum covers ~20x fewer bytes; every Kafka client reads gzip batches.
-PRODUCER_COMPRESSION = "gzip"
+# Compression (`--compression`, gzip by default): without the optional C `crc32c` package,
+# kafka-python checksums every produced batch in pure Python under the GIL (~0.6 ms per KB).
+# A compressed batch is ~20x smaller, so its checksum costs ~20x less; gzip is in the standard
+# library and every Kafka client reads it. Measured choices: benchmarks/README.md, "Streaming".
 
 
 def client_id(role: str) -> str:
@@ -60,7 +59,7 @@ def make_producer(settings: StreamSettings, **overrides: Any) -> KafkaProducer:
         "enable_idempotence": True,
         "linger_ms": PRODUCER_LINGER_MS,
         "batch_size": PRODUCER_BATCH_BYTES,
-        "compression_type": PRODUCER_COMPRESSION,
+        "compression_type": None if settings.compression == "none" else settings.compression,
         **overrides,
     }
     return KafkaProducer(**config)

@@ -15,17 +15,19 @@ one (absent or null), or when it cannot be read, the record's broker timestamp i
 an unreadable event time never refuses a valid customer. Each result and dead letter says which
 was used, `event_time_source`: `"message"` or `"record"`.
 
-Validity is decided by `models.predict.check_request`, so a dead letter's reason is, word for
-word, the one `/predict/batch` gives for the same item.
+A micro-batch is checked at once, column-wise (`models.records`); a message that fails is
+checked again alone by `/predict/batch`'s per-item code, so a dead letter's reasons are, word
+for word, the ones `/predict/batch` gives for the same item.
 """
 
 import base64
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Final
 
+import numpy as np
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import TopicPartition
 from pydantic_core import from_json, to_json
@@ -38,9 +40,8 @@ from models.contract import (
     PREDICTION_COLUMNS,
 )
 from models.errors import FieldError
-from models.policy import EventTimeError, ignored_fields, parse_event_time
-from models.predict import Rejected, check_request
-from models.schema import PredictRequest
+from models.policy import EventTimeError, ignored_fields, parse_event_time, usable_request_id
+from models.records import check_records
 
 RESULT_FIELDS = (*PREDICTION_COLUMNS, "model_version")
 REASON_FIELDS = ("base_log_odds", "reasons")  # with --explain (models.explain)
@@ -78,16 +79,21 @@ class Message:
     event_time_error: str | None = None  # the EventTimeError code of an unreadable `timestamp`
     ignored: tuple[str, ...] = ()  # fields no path reads (`features.NAME` inside features)
     payload: dict[str, Any] | None = None  # the request body, as the service takes it
-    request: PredictRequest | None = None
+    features: np.ndarray | None = None  # the model's input row; set only on a valid message
+    request_id: str | None = None  # the caller's, when usable
     customer_id: str | None = None
     problems: list[Problem] = field(default_factory=list)
     outcome: "dict[str, Any] | Problem | None" = None  # set by scoring: prediction or rejection
+
+    @property
+    def valid(self) -> bool:
+        return self.features is not None
 
     def source(self) -> dict[str, Any]:
         return {"topic": self.tp.topic, "partition": self.tp.partition, "offset": self.offset}
 
 
-def _record_time(record: ConsumerRecord) -> datetime:
+def record_time(record: ConsumerRecord) -> datetime:
     if record.timestamp is None or record.timestamp < 0:
         return datetime.now(UTC)
     return datetime.fromtimestamp(record.timestamp / 1000, UTC)
@@ -116,36 +122,51 @@ def _service_body(body: dict[str, Any], ignored: tuple[str, ...]) -> dict[str, A
     return out
 
 
-def decode(record: ConsumerRecord, as_of: date, tp: TopicPartition | None = None) -> Message:
-    """A consumed record, checked against the contract as of `as_of`; never raises on bad input.
+def decode_batch(
+    records: Sequence[ConsumerRecord], as_of: date, tp: TopicPartition | None = None
+) -> list[Message]:
+    """Consumed records, checked against the contract as of `as_of` in one column-wise pass
+    (`models.records`); never raises on bad input.
 
-    `tp` is the record's partition when the caller has it (saves building one per record).
+    `tp` is the records' partition when the caller has it (saves building one per record).
     """
-    tp = tp or TopicPartition(record.topic, record.partition)
-    msg = Message(tp, record.offset, record.key, record.value, _record_time(record))
-    try:
-        body = from_json(record.value) if record.value is not None else None
-    except ValueError:  # not JSON, or not UTF-8
-        msg.problems = [NOT_JSON]
-        return msg
-    # A fresh dict from the parser: ours to take the event time out of (the service does not
-    # read it, and the request's policy would report it as ignored).
-    if isinstance(body, dict) and (given := body.pop(EVENT_TIME_FIELD, None)) is not None:
+    messages: list[Message] = []
+    parsed: list[tuple[Message, Any]] = []
+    for record in records:
+        at = tp or TopicPartition(record.topic, record.partition)
+        msg = Message(at, record.offset, record.key, record.value, record_time(record))
+        messages.append(msg)
         try:
-            msg.event_time, msg.event_time_source = parse_event_time(given), FROM_MESSAGE
-        except EventTimeError as exc:  # the record's time stays the event time
-            msg.event_time_error = exc.code
-    checked = check_request(body, 0, as_of)
-    if isinstance(checked, Rejected):
-        msg.customer_id = _usable_id(checked.customer_id)
-        msg.problems = [Problem.of(e) for e in checked.errors]
-        msg.ignored = ignored_fields(body)  # the rare path; a valid request has them already
-    else:
-        msg.request, msg.customer_id = checked, checked.customer_id
-        msg.ignored = checked.ignored_fields
-        assert isinstance(body, dict)  # only a JSON object validates as a request
-        msg.payload = _service_body(body, msg.ignored)
-    return msg
+            body = from_json(record.value) if record.value is not None else None
+        except ValueError:  # not JSON, or not UTF-8
+            msg.problems = [NOT_JSON]
+            continue
+        # A fresh dict from the parser: ours to take the event time out of (the service does
+        # not read it, and the request's policy would report it as ignored).
+        if isinstance(body, dict) and (given := body.pop(EVENT_TIME_FIELD, None)) is not None:
+            try:
+                msg.event_time, msg.event_time_source = parse_event_time(given), FROM_MESSAGE
+            except EventTimeError as exc:  # the record's time stays the event time
+                msg.event_time_error = exc.code
+        parsed.append((msg, body))
+    checked = check_records([body for _, body in parsed], as_of)
+    rows = iter(checked.matrix)
+    for i, (msg, body) in enumerate(parsed):
+        msg.ignored = ignored_fields(body)
+        if checked.valid[i]:
+            msg.features, msg.customer_id = next(rows), checked.customer_ids[i]
+            msg.request_id = usable_request_id(body.get("request_id"))
+            msg.payload = _service_body(body, msg.ignored)
+        else:
+            rejected = checked.rejected[i]
+            msg.customer_id = _usable_id(rejected.customer_id)
+            msg.problems = [Problem.of(e) for e in rejected.errors]
+    return messages
+
+
+def decode(record: ConsumerRecord, as_of: date, tp: TopicPartition | None = None) -> Message:
+    """One consumed record, as `decode_batch` decodes it in a micro-batch."""
+    return decode_batch([record], as_of, tp)[0]
 
 
 @functools.lru_cache(maxsize=8)  # a batch's records share one `now`
@@ -163,8 +184,8 @@ def result_record(
     """(key, value) of a prediction: the customer id (the input record's key when the event had
     none), and the scores with their provenance."""
     value = dict(scored)  # the scorer's RESULT_FIELDS
-    if msg.request is not None and msg.request.request_id is not None:
-        value["request_id"] = msg.request.request_id
+    if msg.request_id is not None:
+        value["request_id"] = msg.request_id
     value.update(
         timestamp=_iso(now),
         event_timestamp=_iso(msg.event_time),

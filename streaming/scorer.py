@@ -16,13 +16,13 @@ from typing import Any, Protocol
 
 import bentoml
 import httpx
+import numpy as np
 from bentoml.exceptions import BentoMLException
 from pydantic_core import from_json, to_json
 
-from models.contract import ID_COLUMN
+from models.contract import FEATURES, ID_COLUMN
 from models.errors import ChurnError
 from models.explain import explain
-from models.features import matrix_from_records
 from models.predictor import ChurnPredictor, load_predictor
 from streaming.messages import REASON_FIELDS, RESULT_FIELDS, Message, Problem
 from streaming.settings import StreamSettings
@@ -212,20 +212,21 @@ class InProcessScorer:
         self.explain = explain
 
     def score(self, messages: Sequence[Message], as_of: date) -> list[Outcome]:
-        requests = [m.request for m in messages if m.request is not None]
-        if len(requests) != len(messages):
+        rows = [m.features for m in messages if m.features is not None]
+        if len(rows) != len(messages):
             raise ValueError("only valid messages can be scored")
-        matrix = matrix_from_records([r.features for r in requests], as_of)
+        # Checked and computed as of the batch's date when the messages were decoded.
+        matrix = np.vstack(rows) if rows else np.empty((0, len(FEATURES)))
         scores = self.predictor.score(matrix)
         reasons = explain(self.predictor, matrix) if self.explain else None
         return [
             {
-                ID_COLUMN: r.customer_id,
+                ID_COLUMN: m.customer_id,
                 **scores.row(i),
                 "model_version": self.predictor.tag,
                 **(reasons.row(i) if reasons is not None else {}),
             }
-            for i, r in enumerate(requests)
+            for i, m in enumerate(messages)
         ]
 
     def close(self) -> None:

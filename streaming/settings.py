@@ -8,8 +8,10 @@ Every field is a flag (`max_batch` -> `--max-batch`) and an environment variable
 import argparse
 from collections.abc import Sequence
 from datetime import date
+from typing import Literal
 
-from pydantic import AliasChoices, Field, ValidationError
+import kafka.codec
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from models.contract import MAX_BATCH_ITEMS, MODEL_TAG_ENV
@@ -25,6 +27,9 @@ EXIT_STATUS_HELP = (
     "408/429), logged once, nothing of the batches in hand committed. A service that is down, "
     "times out or answers 5xx/429 is retried, never an exit."
 )
+
+
+Compression = Literal["auto", "none", "gzip", "snappy", "lz4", "zstd"]
 
 
 class StreamSettings(SharedSettings):
@@ -75,10 +80,24 @@ class StreamSettings(SharedSettings):
     retry_backoff_ms: int = Field(200, ge=1, description="first wait after a failed call")
     retry_max_backoff_ms: int = Field(5_000, ge=1, description="longest wait between retries")
     stats_interval_s: float = Field(10.0, gt=0, description="seconds between throughput logs")
+    compression: Compression = Field(
+        "auto",
+        description="codec of the result and dead-letter batches; auto: lz4 when installed (the "
+        "`fast` extra), else gzip",
+    )
     max_error_payload_bytes: int = Field(
         256 * 1024, ge=0, description="longest original message copied into a dead letter"
     )
     log_level: str = Field("INFO", description="logging level")
+
+    @field_validator("compression")
+    @classmethod
+    def _codec_installed(cls, codec: str) -> str:
+        if codec == "auto":
+            return "lz4" if kafka.codec.has_lz4() else "gzip"
+        if codec != "none" and not getattr(kafka.codec, f"has_{codec}")():
+            raise ValueError(f"{codec} needs its Python library (lz4: the `fast` extra)")
+        return codec
 
 
 def _flag(name: str) -> str:

@@ -4,6 +4,7 @@ import base64
 import json
 from datetime import UTC, datetime
 
+import numpy as np
 import pytest
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import TopicPartition
@@ -14,6 +15,7 @@ from streaming.messages import Problem, decode, error_record, result_record
 from streaming.scorer import ScoringUnavailableError, outcomes_from_batch
 from streaming.settings import load_settings
 from tests.conftest import AS_OF
+from tests.expected import feature_matrix
 from tests.factories import event
 
 RECORD_MS = 1_780_000_000_000
@@ -35,7 +37,11 @@ def test_flat_and_nested_messages_decode_to_the_same_request():
         decode(record(as_json(event(3, nested=True))), AS_OF),
     )
     assert flat.problems == nested.problems == []
-    assert flat.request == nested.request
+    # The model's input row, computed independently from the flat event.
+    expected = feature_matrix([event(3)], AS_OF)[0]
+    np.testing.assert_array_equal(flat.features, expected)
+    np.testing.assert_array_equal(nested.features, expected)
+    assert flat.customer_id == nested.customer_id
     # The service nests a flat record itself (models.policy), so it goes out as it came.
     assert flat.payload == event(3)
     assert flat.customer_id == "c-00003"
@@ -69,7 +75,7 @@ def test_a_malformed_message_gets_the_http_batch_endpoints_reason(value):
     item = value
     expected = check_request(item, 0, AS_OF)
     assert isinstance(expected, Rejected)
-    assert msg.request is None
+    assert not msg.valid
     assert [p.reason for p in msg.problems] == [e.reason for e in expected.errors]
     assert msg.problems[0].field in msg.problems[0].reason
 
@@ -85,7 +91,7 @@ def test_a_malformed_message_gets_the_http_batch_endpoints_reason(value):
 )
 def test_undecodable_messages_name_the_field(value, reason):
     msg = decode(record(value), AS_OF)
-    assert msg.request is None
+    assert not msg.valid
     assert msg.problems[0].reason.startswith(reason)
 
 

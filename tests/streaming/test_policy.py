@@ -111,7 +111,7 @@ def with_raw_timestamp(raw: bytes, value: dict[str, Any] | None = None) -> bytes
 def test_an_unreadable_timestamp_never_refuses_a_valid_customer(predictor, raw, code):
     msg = decode(record(with_raw_timestamp(raw)), AS_OF)
     assert msg.problems == []
-    assert msg.request is not None
+    assert msg.valid
     assert (msg.event_time, msg.event_time_source, msg.event_time_error) == (
         RECORD_TIME,
         "record",
@@ -281,7 +281,7 @@ def test_without_a_customer_id_the_result_keeps_the_records_key(predictor):
 )  # fmt: skip
 def test_a_typo_in_a_required_field_is_still_a_dead_letter(value, expected_id):
     msg = decode(record(value), AS_OF)
-    assert msg.request is None
+    assert not msg.valid
     assert [p.reason for p in msg.problems] == ["income: is missing"]
     body = json.loads(error_record(msg, msg.problems, NOW, LIMIT)[1])
     assert (body["error"], body["field"], body["code"]) == (

@@ -3,11 +3,12 @@
 import logging
 from datetime import date
 
+import kafka.codec
 import pytest
 
 from models.settings import SharedSettings
 from serving.settings import ServiceSettings
-from streaming.settings import StreamSettings
+from streaming.settings import StreamSettings, load_settings
 
 SERVICE_VARS = ["REDIS_URL", "API_TOKENS", "CORS_ORIGINS", "MAX_BODY_BYTES", "CHURN_AS_OF",
                 "CHURN_MODEL_TAG", "CHURN_REDIS_URL", "CHURN_API_TOKENS", "CHURN_CORS_ORIGINS",
@@ -67,3 +68,19 @@ def test_shared_settings_mean_the_same_to_every_entry_point(monkeypatch):
     for settings in (SharedSettings(), ServiceSettings.load(), StreamSettings()):
         assert settings.as_of_or_today() == date(2026, 6, 30)
         assert settings.tag() == "churn_model:abc"
+
+
+@pytest.mark.parametrize(("lz4", "expected"), [(True, "lz4"), (False, "gzip")])
+def test_the_bridge_compresses_with_lz4_when_installed_else_gzip(monkeypatch, lz4, expected):
+    monkeypatch.delenv("CHURN_STREAM_COMPRESSION", raising=False)
+    monkeypatch.setattr(kafka.codec, "has_lz4", lambda: lz4)
+    assert load_settings([]).compression == expected
+    assert load_settings(["--compression", "none"]).compression == "none"
+
+
+def test_a_codec_without_its_library_is_a_usage_error(monkeypatch, capsys):
+    monkeypatch.setattr(kafka.codec, "has_zstd", lambda: False)
+    with pytest.raises(SystemExit) as stopped:
+        load_settings(["--compression", "zstd"])
+    assert stopped.value.code == 2
+    assert "zstd needs its Python library" in capsys.readouterr().err
