@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
-import bentoml
+import httpx
 import numpy as np
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import OffsetAndMetadata, TopicPartition
@@ -76,11 +76,14 @@ def decode_one(record: ConsumerRecord, as_of: date) -> Message:
 
 
 def over_http(url: str) -> Score:
-    client = bentoml.SyncHTTPClient(url)
+    client = httpx.Client(base_url=url)  # one keep-alive connection
 
     def score(msg: Message, as_of: date) -> dict[str, Any]:
-        answer = client.call("predict", msg.payload)
-        return {k: answer[k] for k in RESULT_FIELDS}
+        body = to_json(msg.payload)
+        answer = client.post("/predict", content=body, headers={"content-type": "application/json"})
+        answer.raise_for_status()
+        scored = from_json(answer.content)
+        return {k: scored[k] for k in RESULT_FIELDS}
 
     return score
 
