@@ -27,6 +27,7 @@ from typing import TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
+from streaming.settings import StreamSettings
 from tests.support import ROOT, Process, spawn, start_bento, start_kafka, wait_until
 
 AS_OF = date(2026, 6, 30)
@@ -203,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paced-rate", type=float, default=100, help="msg/s for latency")
     parser.add_argument("--paced-seconds", type=float, default=10)
     parser.add_argument("--repeats", type=int, default=1, help="drains per variant (median)")
-    parser.add_argument("--compression", default="gzip", help="every variant's result codec")
+    parser.add_argument(
+        "--compression", default="auto", help="every variant's result codec (the bridge's flag)"
+    )
     parser.add_argument("--timeout", type=float, default=900, help="seconds per drain")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="churn-bench-streaming-"))
@@ -259,7 +262,7 @@ def report(rows: list[tuple[str, int, float, float, float]], args: argparse.Name
     print(
         f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
         f"kafka-python CRC32C: {'C (crc32c package)' if fast_crc() else 'pure Python'}; "
-        f"result compression: {args.compression}"
+        f"result compression: {StreamSettings(compression=args.compression).compression}"
     )
 
 
