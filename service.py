@@ -170,13 +170,17 @@ class ChurnEndpoints:
         return out
 
 
-@bentoml.service(name="churn_service", **SERVICE_CONFIG)
+# Read when the module is imported: BentoML starts the workers from the class's config.
+WORKERS = ServiceSettings().workers
+
+
+@bentoml.service(name="churn_service", workers=WORKERS, **SERVICE_CONFIG)
 @bentoml.asgi_app(routes)
 class ChurnService(ChurnEndpoints):
     """The default design: /predict scored in the API worker (the faster one here)."""
 
 
-@bentoml.service(name="churn_service_batched", **SERVICE_CONFIG)
+@bentoml.service(name="churn_service_batched", workers=WORKERS, **SERVICE_CONFIG)
 @bentoml.asgi_app(routes)
 class BatchedChurnService(ChurnEndpoints):
     """/predict scored by `ChurnModel` in its own process, with adaptive batching."""

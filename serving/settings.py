@@ -75,6 +75,12 @@ class ServiceSettings(SharedSettings):
         validation_alias=legacy("max_body_bytes", "MAX_BODY_BYTES"),
         description="larger request bodies get 413 before parsing",
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        description="API worker processes; one busy worker uses about one core, so raise it to "
+        "the cores the service may use on a bigger machine (README, Production serving)",
+    )
     prediction_log: Path | None = Field(
         None,
         description="directory of the prediction log (README, Monitoring); unset or empty: off",

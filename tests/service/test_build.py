@@ -62,3 +62,17 @@ def test_the_generated_dockerfile_lints_without_errors(built, two_versions, tmp_
     )
     assert lint.returncode == 0, lint.stdout + lint.stderr
     assert " error:" not in lint.stdout
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "1 1"), ("2", "2 2")])
+def test_churn_workers_sets_the_api_worker_processes(model_tag, given, expected):
+    env = {**os.environ, "CHURN_MODEL_TAG": model_tag}
+    env.pop("CHURN_WORKERS", None)
+    if given:
+        env["CHURN_WORKERS"] = given
+    show = "import service as s; print(s.ChurnService.config['workers'], "
+    show += "s.BatchedChurnService.config['workers'])"
+    shown = subprocess.run(
+        [sys.executable, "-c", show], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    assert shown.stdout.split("\n")[-2] == expected
