@@ -10,10 +10,13 @@ on this shared machine hits every server alike. Servers (one worker each):
 
   service   `bentoml serve service:ChurnService` (the default design)
   batched   `bentoml serve service:BatchedChurnService` (/predict through adaptive batching)
+  service-workers2  the service with CHURN_WORKERS=2
   service-explain  the service, each request asking for reason codes (`"explain": true`)
   service-predlog  the service with its prediction log on (CHURN_PREDICTION_LOG, a fresh
                    directory per run; README "Monitoring"); after each run the log's lines are
                    counted against the predictions served
+  baseline-async  FastAPI `async def` endpoint, standard asyncio loop, no access log: the
+                  strongest hand-written peer (issue 11's targets are against it)
   baseline  FastAPI + uvicorn, `def` endpoint, predict + predict_proba per request
   ceiling   bare Starlette: parse the JSON, return a constant
 and the service with its access log on, the baseline with its access log off.
@@ -124,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--targets",
-        default="service,service-predlog,service-explain,batched,service-accesslog,baseline,"
-        "baseline-nolog,ceiling",
+        default="service,baseline-async,service-predlog,service-explain,batched,"
+        "service-accesslog,baseline,baseline-nolog,ceiling",
         help=f"comma-separated, from: {', '.join([*SERVERS, *VARIANTS])}",
     )
     parser.add_argument("--rounds", type=int, default=3)
@@ -176,7 +179,10 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
 
-    print(f"\n/predict, {args.concurrency} clients, median of {args.rounds} rounds")
+    print(
+        f"\n/predict, {args.concurrency} clients, median of {args.rounds} rounds;"
+        f" load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     print(f"{'server':<14}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'CPU ms/req':>12}")
     keys = ("req_per_s", "p50_ms", "p99_ms", "cpu_ms")
     med = {t: {k: median(results[t], k) for k in keys} for t in targets}
@@ -187,7 +193,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:<14}{m['req_per_s']:8.0f}{m['p50_ms']:9.1f}{m['p99_ms']:9.1f}{errors:8d}"
             f"{m['cpu_ms']:12.2f}"
         )
-    pairs = [("service", "baseline"), ("service", "baseline-nolog"), ("batched", "service")]
+    if "service" in med and "baseline-async" in med:  # issue 11's targets
+        s, a = med["service"], med["baseline-async"]
+        print(
+            f"\nservice / baseline-async: throughput {s['req_per_s'] / a['req_per_s']:.2f}x"
+            f" (target >= 1.2x), p99 {s['p99_ms'] / a['p99_ms']:.2f}x (target <= 2x)"
+        )
+    pairs = [("service", "baseline-async"), ("service", "baseline"), ("batched", "service")]
+    pairs += [("service-workers2", "service")]  # what a second worker gives here
     pairs += [("service-explain", "service")]  # target: CPU per request <= 1.15x
     pairs += [("service-predlog", "service")]  # the prediction log's cost
     pairs += [("service-accesslog", "service"), ("baseline-nolog", "baseline")]

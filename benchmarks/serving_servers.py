@@ -46,11 +46,18 @@ SERVERS: dict[str, tuple[Command, dict[str, str]]] = {
         {"services": {"churn_service": {"logging": {"access": {"enabled": True}}}}},
     ),
     "batched": bentoml("service:BatchedChurnService"),
+    # Two API worker processes (CHURN_WORKERS), to see what a second one gives on this machine.
+    "service-workers2": (bentoml("service:ChurnService")[0], {"CHURN_WORKERS": "2"}),
     # The same server, sent `"explain": true` (reason codes) instead of the plain request.
     "service-explain": bentoml("service:ChurnService"),
     # uvicorn's defaults, access log included, as a hand-written service runs.
     "baseline": uvicorn("benchmarks.serving_baseline:make_baseline"),
     "baseline-nolog": uvicorn("benchmarks.serving_baseline:make_baseline", "--no-access-log"),
+    # The strongest hand-written peer: `async def`, standard asyncio loop and h11, no access log.
+    "baseline-async": uvicorn(
+        "benchmarks.serving_baseline:make_baseline_async",
+        *("--no-access-log", "--loop", "asyncio", "--http", "h11"),
+    ),
     "ceiling": uvicorn(
         "benchmarks.serving_baseline:make_ceiling", "--no-access-log", "--log-level", "warning"
     ),

@@ -4,7 +4,8 @@ In one run, on a private broker (tansu), a private model store and a served bent
   (a) the bridge, micro-batched, calling the served bento (`python -m streaming.bridge`);
   (b) our users' way: one in-process model call per message;
   (c) one HTTP call to the bento per message (fewer events: it is slow);
-  (d) the ceiling: a pass-through that decodes, re-produces and commits, with no model.
+  (d) the ceiling: a pass-through that decodes, re-produces and commits, with no model;
+  (e) the bridge with --in-process: the model from the store, no bento.
 Throughput: each drains the same backlog (`--events`, 3 partitions) in its own consumer group;
 msg/s is counted between its first and last result (output record timestamps), so process start
 and group join are left out. Latency: each then gets a fresh topic fed at `--paced-rate` msg/s,
@@ -37,6 +38,7 @@ VARIANTS = {
     "bridge, micro-batched (a)": "bridge",
     "per-message in-process (b)": "per-message",
     "per-message HTTP (c)": "per-message-http",
+    "bridge --in-process (e)": "bridge-in-process",
 }
 
 
@@ -91,11 +93,11 @@ class Bench:
             *("--service-url", self.bento.url if self.bento else ""),
             *("--compression", self.args.compression),
         ]
-        if kind == "bridge":
+        if kind.startswith("bridge"):
             batching = ["--max-batch", str(self.args.max_batch)]
             batching += ["--max-wait-ms", str(self.args.max_wait_ms)]
             cmd = [sys.executable, "-m", "streaming.bridge", *common, "--metrics-port", "0"]
-            cmd += batching
+            cmd += batching + (["--in-process"] if kind == "bridge-in-process" else [])
         else:
             cmd = [sys.executable, "-m", "benchmarks.streaming_baselines", kind, *common]
         return spawn(kind, cmd, 0, self.work / f"{group}.log", self.env)
@@ -233,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             drain("bridge", "main", run)
         drain("per-message", "main", 0)
         drain("per-message-http", "http", 0)
+        drain("bridge-in-process", "main", 0)
         for kind in VARIANTS.values():
             what = f"{kind}: paced {args.paced_rate:g} msg/s"
             latency[kind] = timed(what, lambda k=kind: bench.paced(k))
@@ -256,9 +259,10 @@ def report(rows: list[tuple[str, int, float, float, float]], args: argparse.Name
     print(f"\nbridge / pass-through = {bridge / ceiling:.2f} (target >= 0.8)")
     print(f"bridge / per-message in-process = {bridge / rows[2][2]:.2f}x (target >= 1.5)")
     print(f"bridge / per-message HTTP = {bridge / rows[3][2]:.1f}x")
+    print(f"bridge --in-process / bridge = {rows[4][2] / bridge:.2f}x")
     print(f"bridge p99 - pass-through p99 = {p99_gap:+.0f} ms (target <= +50)")
     print(f"bridge: --max-batch {args.max_batch} --max-wait-ms {args.max_wait_ms}")
-    print(f"msg/s: median of {args.repeats} alternating drains for (a) and (d), one for (b), (c)")
+    print(f"msg/s: median of {args.repeats} alternating drains for (a) and (d), one for the others")
     print(
         f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
         f"kafka-python CRC32C: {'C (crc32c package)' if fast_crc() else 'pure Python'}; "
