@@ -6,6 +6,7 @@ from datetime import date
 import numpy as np
 import pytest
 
+from models import records as records_module
 from models.predict import Rejected, check_request
 from models.records import check_records, records_frame
 from tests.conftest import AS_OF
@@ -71,3 +72,22 @@ def test_an_empty_block():
     checked = check_records([], AS_OF)
     assert checked.valid.shape == (0,)
     assert checked.matrix.shape == (0, 4)
+
+
+def test_a_record_only_the_column_check_refuses_is_still_scored(monkeypatch):
+    # The safety net: should the two validators ever disagree, the customer is not refused.
+    real = records_module.validate_frame
+
+    def stricter(*args, **kwargs):
+        checked = real(*args, **kwargs)
+        checked.valid[1] = False
+        return checked
+
+    monkeypatch.setattr(records_module, "validate_frame", stricter)
+    bodies = [event(1), {**event(2), "customer_id": 22}, event(3)]
+    checked = check_records(bodies, AS_OF)
+    assert checked.valid.tolist() == [True, True, True]
+    assert checked.rejected == {}
+    assert checked.customer_ids.tolist() == ["c-00001", "22", "c-00003"]
+    flat = [event(1), event(2), event(3)]
+    np.testing.assert_array_equal(checked.matrix, feature_matrix(flat, AS_OF))
