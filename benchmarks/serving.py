@@ -131,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
         "service-accesslog,baseline,baseline-nolog,ceiling",
         help=f"comma-separated, from: {', '.join([*SERVERS, *VARIANTS])}",
     )
+    parser.add_argument(
+        "--classifier",
+        default="logistic_regression",
+        help="the model every server serves (models.train --classifier): issue 11 asks for "
+        "hist_gradient_boosting too",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--warmup", type=float, default=3.0)
@@ -147,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         "CHURN_AS_OF": AS_OF,
     }
     print(f"work dir {work}; training the model ...", flush=True)
-    train = [sys.executable, "-m", "models.train", "--classifier", "logistic_regression"]
+    train = [sys.executable, "-m", "models.train", "--classifier", args.classifier]
     subprocess.run(train, cwd=ROOT, env=env, check=True, capture_output=True)
     single = work / "single.json"
     single.write_text(json.dumps(request()))
@@ -180,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     print(
-        f"\n/predict, {args.concurrency} clients, median of {args.rounds} rounds;"
-        f" load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+        f"\n/predict, {args.classifier}, {args.concurrency} clients, median of {args.rounds}"
+        f" rounds; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
     print(f"{'server':<14}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'CPU ms/req':>12}")
     keys = ("req_per_s", "p50_ms", "p99_ms", "cpu_ms")
