@@ -77,14 +77,21 @@ def _numeric_column(col: Column) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return values, null, ~null & ~is_number
 
 
-_PLAIN_NUMBERS = frozenset((int, float, type(None)))
+_PLAIN_NUMBERS: frozenset[type] = frozenset((int, float, type(None)))
+_TEXT: frozenset[type] = frozenset((str,))
+
+
+def _only(values: list[object], kinds: frozenset[type]) -> bool:
+    """Every value is exactly of one of `kinds` (no subclass: a bool is not an int here). The
+    column-wise fast paths for what JSON records give; anything else goes value by value."""
+    return set(map(type, values)) <= kinds
 
 
 def _plain_numbers(col: pd.Series) -> np.ndarray | None:
     """An object column of JSON numbers and nulls (what JSON records give) as float64 in one
     NumPy call, None and NaN as NaN; None when it holds anything else (checked value by value)."""
     values = col.tolist()
-    if not set(map(type, values)) <= _PLAIN_NUMBERS:
+    if not _only(values, _PLAIN_NUMBERS):
         return None
     try:
         return np.array(values, np.float64)
@@ -301,7 +308,7 @@ def customer_ids(frame: pd.DataFrame) -> np.ndarray:
         return np.full(len(frame), None, object)
     ids = np.empty(len(frame), object)
     values = frame[ID_COLUMN].tolist()
-    ids[:] = values if set(map(type, values)) <= {str} else list(map(customer_id_text, values))
+    ids[:] = values if _only(values, _TEXT) else list(map(customer_id_text, values))
     return ids
 
 
@@ -329,7 +336,7 @@ def _id_column(col: Column) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         # a text dtype, a Categorical of text, or integers (NumPy or nullable)
         return _id_column(_decoded(pa.array(col)))
     values = col.tolist()
-    if set(map(type, values)) <= {str}:  # text ids, as JSON records give them
+    if _only(values, _TEXT):  # text ids, as JSON records give them
         lengths = np.fromiter(map(len, values), np.int64, len(values))
         return np.zeros(len(values), bool), np.ones(len(values), bool), lengths
     null = col.isna().to_numpy(bool)

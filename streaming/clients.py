@@ -23,10 +23,10 @@ FETCH_MAX_WAIT_MS = 100
 # Producer batching: `flush()` ends every micro-batch, so lingering only helps inside one batch.
 PRODUCER_LINGER_MS = 5
 PRODUCER_BATCH_BYTES = 256 * 1024
-# Compression (`--compression`, gzip by default): without the optional C `crc32c` package,
-# kafka-python checksums every produced batch in pure Python under the GIL (~0.6 ms per KB).
-# A compressed batch is ~20x smaller, so its checksum costs ~20x less; gzip is in the standard
-# library and every Kafka client reads it. Measured choices: benchmarks/README.md, "Streaming".
+# Compression (`--compression`; `auto` is lz4 with the `fast` extra, else gzip): without the
+# optional C `crc32c` package, kafka-python checksums every produced batch in pure Python under
+# the GIL (~0.6 ms per KB), and a compressed batch is ~20x smaller to check; gzip is in the
+# standard library. Every Kafka client reads both. Measured: benchmarks/README.md, "Streaming".
 
 
 def client_id(role: str) -> str:
