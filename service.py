@@ -23,7 +23,7 @@ from models.features import future_date_error, matrix_from_records
 from models.predict import score_frame, split_requests
 from models.predictor import ChurnPredictor, resolve_tag
 from models.schema import BatchRequest, PredictRequest
-from serving import metrics, responses
+from serving import heap, metrics, responses, traffic
 from serving.app import routes
 from serving.cache import PredictionCache
 from serving.http import http_errors
@@ -35,6 +35,10 @@ from serving.scoring import ProbabilityFn, Scorer
 from serving.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
+
+# BentoML's request timeout, with its timer cancelled once the answer starts (serving/traffic.py
+# says why); installed here, before BentoML builds the worker's app.
+traffic.install()
 
 # Why these settings: see README, "Performance". Tracing is off by default (sample rate 0), yet
 # BentoML's OpenTelemetry middleware still builds a span per request (a fifth of a worker's CPU
@@ -60,6 +64,7 @@ class ChurnModel:
 
     def __init__(self) -> None:
         self.predictor = ChurnPredictor.from_stored(self.bento_model)
+        heap.freeze_startup_objects()  # see serving/heap.py
 
     @bentoml.api(batchable=True, max_batch_size=128, max_latency_ms=1000)
     def churn_probability(self, matrix: np.ndarray) -> np.ndarray:
@@ -98,6 +103,7 @@ class ChurnEndpoints:
                 "CHURN_API_TOKENS is not set: the prediction and model endpoints accept requests "
                 "without authentication"
             )
+        heap.freeze_startup_objects()  # the last step: see serving/heap.py
 
     @bentoml.on_shutdown
     async def close_cache(self) -> None:
