@@ -63,7 +63,8 @@ class ChurnModel:
     bento_model = bentoml.models.BentoModel(resolve_tag())
 
     def __init__(self) -> None:
-        self.predictor = ChurnPredictor.from_stored(self.bento_model)
+        threads = ServiceSettings().model_threads
+        self.predictor = ChurnPredictor.from_stored(self.bento_model, threads)
         heap.freeze_startup_objects()  # see serving/heap.py
 
     @bentoml.api(batchable=True, max_batch_size=128, max_latency_ms=1000)
@@ -80,7 +81,7 @@ class ChurnEndpoints:
     def __init__(self) -> None:
         self.started = time.monotonic()
         self.settings = ServiceSettings.load()
-        self.predictor = ChurnPredictor.from_stored(self.bento_model)
+        self.predictor = ChurnPredictor.from_stored(self.bento_model, self.settings.model_threads)
         # For /health's `last_updated`: when the served model was saved to the store.
         self.model_created_at = self.bento_model.info.creation_time
         s = self.settings

@@ -1,5 +1,6 @@
 """Loading the packaged model from the BentoML store, and scoring a feature matrix in one call."""
 
+import threading
 import warnings
 from dataclasses import dataclass
 from functools import cached_property
@@ -12,6 +13,7 @@ from bentoml.exceptions import NotFound
 from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from models.contract import (
     CONFIDENCE_LEVELS,
@@ -103,15 +105,34 @@ class LinearShortcut:
         return expit((x @ self.coef_t + self.intercept).reshape(-1))
 
 
+_native_threads = threading.local()
+
+
+def limit_native_threads(n: int) -> None:
+    """At most `n` threads in the model's native code (OpenMP, BLAS) for calls from this
+    thread. OpenMP's limit belongs to the calling thread, so it is set once per thread."""
+    if getattr(_native_threads, "limit", None) != n:
+        threadpool_limits(n)  # kept, not restored: this thread's setting from now on
+        _native_threads.limit = n
+
+
 @dataclass(frozen=True)
 class ChurnPredictor:
-    """A fitted scaler and classifier with the store tag and metadata they came with."""
+    """A fitted scaler and classifier with the store tag and metadata they came with.
+
+    `native_threads` caps the threads of the model's own parallel code per call (None: the
+    libraries' default, all cores). The service sets it to 1: its parallelism comes from
+    concurrent requests, and on a one-row call a second OpenMP thread only spins, taking a core
+    from the event loop. The answers are the same bits either way: each row is computed by one
+    thread, in the same order.
+    """
 
     model: Any
     scaler: Any
     tag: str
     metadata: dict[str, Any]
     linear: LinearShortcut | None = None
+    native_threads: int | None = None
 
     def churn_probability(self, matrix: np.ndarray) -> np.ndarray:
         """P(churn) for each row: one vectorized call (`predict_proba`) however many rows."""
@@ -125,6 +146,8 @@ class ChurnPredictor:
             matrix = np.vstack([matrix, matrix])
         if self.linear is not None:
             return self.linear.churn_probability(matrix)[:n]
+        if self.native_threads is not None:
+            limit_native_threads(self.native_threads)
         proba = self.model.predict_proba(self.scaler.transform(matrix))
         return proba[:n, self._churn_column]
 
@@ -136,7 +159,9 @@ class ChurnPredictor:
         return int(np.flatnonzero(np.asarray(self.model.classes_) == 1)[0])
 
     @classmethod
-    def from_stored(cls, stored: bentoml.Model) -> "ChurnPredictor":
+    def from_stored(
+        cls, stored: bentoml.Model, native_threads: int | None = None
+    ) -> "ChurnPredictor":
         """The predictor held by a model-store entry (as the service's `BentoModel` resolves it)."""
         # Artifacts fitted on a DataFrame warn on every ndarray call; the column order is checked
         # against FEATURES when they are packaged, so the warning carries no information here.
@@ -150,7 +175,8 @@ class ChurnPredictor:
         features = metadata.get("features", FEATURES)
         if not isinstance(features, list | tuple) or list(features) != list(FEATURES):
             raise ModelUnavailableError(f"model {stored.tag} was fitted on other features")
-        return cls(model, scaler, str(stored.tag), metadata, LinearShortcut.of(model, scaler))
+        linear = LinearShortcut.of(model, scaler)
+        return cls(model, scaler, str(stored.tag), metadata, linear, native_threads)
 
 
 def resolve_tag(tag: str | None = None) -> str:

@@ -81,6 +81,13 @@ class ServiceSettings(SharedSettings):
         description="API worker processes; one busy worker uses about one core, so raise it to "
         "the cores the service may use on a bigger machine (README, Configuration)",
     )
+    model_threads: int = Field(
+        1,
+        ge=1,
+        description="threads the model's native code (OpenMP, BLAS) may use per call in each "
+        "worker; 1 because a worker's parallelism comes from concurrent requests (README, "
+        "Configuration)",
+    )
     prediction_log: Path | None = Field(
         None,
         description="directory of the prediction log (README, Monitoring); unset or empty: off",
