@@ -1,9 +1,12 @@
-"""The prediction cache in Redis: optional, one round trip per request, never in the way.
+"""The prediction cache in Redis: optional, shared round trips, never in the way.
 
 A cached value is P(churn) of one customer, written as `repr(float)`, which reads back as the
 same float to the last bit; every other score field follows from it (`scores_from_probability`).
 The key is a SHA-256 digest of the served model version, the as-of date and the customer's
 feature vector (canonical JSON), so a new model version or a new day never finds an old entry.
+
+Concurrent requests share their round trips (`serving.coalesce`): one MGET carries the keys of
+every request waiting for a lookup, one pipeline the writes of every request waiting to write.
 
 When Redis fails or is slow (short socket timeouts), the caller gets "not cached" answers, the
 failure is counted, and for `retry_seconds` no request waits on Redis at all; after that the
@@ -25,6 +28,7 @@ from redis.retry import Retry
 
 from models.contract import FEATURES
 from serving import metrics
+from serving.coalesce import Coalescer
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +82,8 @@ class PredictionCache:
         )
         self._skip_until = 0.0
         self._failing = False
+        self._lookups: Coalescer[str, float | None] = Coalescer(self._mget)
+        self._writes: Coalescer[tuple[str, float], None] = Coalescer(self._pipelined_set)
 
     @property
     def available(self) -> bool:
@@ -88,6 +94,18 @@ class PredictionCache:
         if not keys:
             return []
         if not self.available:
+            metrics.record_cache_lookups(0, 0, len(keys))
+            return [None] * len(keys)
+        return await self._lookups.submit(keys)
+
+    async def set_many(self, keys: Sequence[str], probabilities: np.ndarray) -> None:
+        """Store P(churn) under each key with the TTL (a pipelined round trip, shared)."""
+        if not keys or not self.available:
+            return
+        await self._writes.submit(list(zip(keys, probabilities.tolist(), strict=True)))
+
+    async def _mget(self, keys: list[str]) -> list[float | None]:
+        if not self.available:  # a call of this round failed before this one was sent
             metrics.record_cache_lookups(0, 0, len(keys))
             return [None] * len(keys)
         try:
@@ -104,17 +122,16 @@ class PredictionCache:
         metrics.record_cache_lookups(hits, len(keys) - hits, 0)
         return found
 
-    async def set_many(self, keys: Sequence[str], probabilities: np.ndarray) -> None:
-        """Store P(churn) under each key with the TTL, in one pipelined round trip."""
-        if not keys or not self.available:
-            return
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for key, p in zip(keys, probabilities.tolist(), strict=True):
-                    pipe.set(key, repr(p), ex=self.ttl_seconds)
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            await self._failed("set", exc)
+    async def _pipelined_set(self, entries: list[tuple[str, float]]) -> list[None]:
+        if self.available:
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for key, p in entries:
+                        pipe.set(key, repr(p), ex=self.ttl_seconds)
+                    await pipe.execute()
+            except (RedisError, OSError) as exc:
+                await self._failed("set", exc)
+        return [None] * len(entries)
 
     async def ping(self) -> bool:
         """Whether Redis answers now (for /health); does not wait out a failure window."""
