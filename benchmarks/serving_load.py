@@ -1,7 +1,9 @@
-"""A lean HTTP/1.1 load generator: N keep-alive connections, each POSTing the same body in a loop.
+"""A lean HTTP/1.1 load generator: N keep-alive connections, each POSTing a body in a loop.
 
 Run as its own process (`python -m benchmarks.serving_load URL BODY_FILE`) so the server under
-test does not share an interpreter with it; prints one JSON line of results. It speaks raw
+test does not share an interpreter with it; prints one JSON line of results. With `--lines`
+each line of BODY_FILE is one body and every connection cycles through them from its own
+starting line (distinct customers, for the cache benchmark). It speaks raw
 asyncio protocols rather than an HTTP client library, which keeps its own cost per request
 small (checked against wrk: see benchmarks/README.md, "Serving").
 """
@@ -59,16 +61,20 @@ class Connection(asyncio.Protocol):
         return await self.waiter
 
 
-async def client_loop(host: str, port: int, request: bytes, tally: Tally, stop: float) -> None:
+async def client_loop(
+    host: str, port: int, requests: list[bytes], first: int, tally: Tally, stop: float
+) -> None:
     loop = asyncio.get_running_loop()
     conn: Connection | None = None
+    turn = first
     while time.perf_counter() < stop:
         try:
             if conn is None:
                 _, conn = await loop.create_connection(Connection, host, port)
             started = time.perf_counter()
-            status = await asyncio.wait_for(conn.roundtrip(request), 30)
+            status = await asyncio.wait_for(conn.roundtrip(requests[turn % len(requests)]), 30)
             tally.sent += 1
+            turn += 1
         except (OSError, TimeoutError, ConnectionError):
             conn = None
             if tally.recording:
@@ -84,19 +90,29 @@ async def client_loop(host: str, port: int, request: bytes, tally: Tally, stop: 
         conn.transport.close()
 
 
-async def run(url: str, body: bytes, concurrency: int, warmup: float, duration: float) -> dict:
+async def run(
+    url: str, bodies: list[bytes], concurrency: int, warmup: float, duration: float
+) -> dict:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    request = (
-        f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
+    requests = [
+        (
+            f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        + body
+        for body in bodies
+    ]
     tally = Tally()
     begin = time.perf_counter()
     stop = begin + warmup + duration
+    # Connection i starts at line i * len / concurrency, so the connections spread over the
+    # bodies instead of sending the same one at once.
     clients = [
-        asyncio.create_task(client_loop(host, port, request, tally, stop))
-        for _ in range(concurrency)
+        asyncio.create_task(
+            client_loop(host, port, requests, i * len(requests) // concurrency, tally, stop)
+        )
+        for i in range(concurrency)
     ]
     await asyncio.sleep(warmup)
     tally.recording = True
@@ -131,10 +147,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--lines", action="store_true", help="each line of BODY_FILE is a body")
     args = parser.parse_args(argv)
     with open(args.body_file, "rb") as f:
-        body = f.read()
-    result = asyncio.run(run(args.url, body, args.concurrency, args.warmup, args.duration))
+        bodies = [line for line in f.read().splitlines() if line] if args.lines else [f.read()]
+    result = asyncio.run(run(args.url, bodies, args.concurrency, args.warmup, args.duration))
     print(json.dumps(result))
 
 

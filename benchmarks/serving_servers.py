@@ -58,6 +58,14 @@ SERVERS: dict[str, tuple[Command, dict[str, str]]] = {
         "benchmarks.serving_baseline:make_baseline_async",
         *("--no-access-log", "--loop", "asyncio", "--http", "h11"),
     ),
+    # The same with OpenMP held to one thread, as the service does by default (CHURN_MODEL_THREADS).
+    "baseline-async-omp1": (
+        uvicorn(
+            "benchmarks.serving_baseline:make_baseline_async",
+            *("--no-access-log", "--loop", "asyncio", "--http", "h11"),
+        )[0],
+        {"OMP_NUM_THREADS": "1"},
+    ),
     "ceiling": uvicorn(
         "benchmarks.serving_baseline:make_ceiling", "--no-access-log", "--log-level", "warning"
     ),

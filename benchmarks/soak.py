@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     batch.write_text(json.dumps({"requests": [request(r) for r in records(100)]}))
 
     redis = start_redis(work)
-    bento = start_bento(work, {"REDIS_URL": f"redis://127.0.0.1:{redis.port}/0"})
+    bento = start_bento(work, {"CHURN_REDIS_URL": f"redis://127.0.0.1:{redis.port}/0"})
     windows = max(1, round(args.minutes * 60 / args.window))
     memory, failed = [], 0
     print(
