@@ -8,8 +8,11 @@ In one run, on a private broker (tansu), a private model store and a served bent
   (e) the bridge with --in-process: the model from the store, no bento.
 Throughput: each drains the same backlog (`--events`, 3 partitions) in its own consumer group;
 msg/s is counted between its first and last result (output record timestamps), so process start
-and group join are left out. Latency: each then gets a fresh topic fed at `--paced-rate` msg/s,
-and end-to-end latency is the result's record time minus the event's record time.
+and group join are left out. CPU per message, from the first commit to the last, is counted for
+the variant's process, the bento and the broker: on a machine whose cores are all busy, the
+ratio of two variants' total CPU per message bounds the ratio of their msg/s. Latency: each then
+gets a fresh topic fed at `--paced-rate` msg/s, and end-to-end latency is the result's record
+time minus the event's record time.
 """
 
 import argparse
@@ -26,10 +29,19 @@ from datetime import date
 from pathlib import Path
 from typing import TypeVar
 
+import psutil
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from streaming.settings import StreamSettings
-from tests.support import ROOT, Process, spawn, start_bento, start_kafka, wait_until
+from tests.support import (
+    ROOT,
+    Process,
+    process_tree,
+    spawn,
+    start_bento,
+    start_kafka,
+    wait_until,
+)
 
 AS_OF = date(2026, 6, 30)
 T = TypeVar("T")
@@ -106,11 +118,30 @@ class Bench:
         offsets = self.admin.list_group_offsets({group: None}).get(group, {})
         return {tp.partition: meta.offset for tp, meta in offsets.items()}
 
-    def run_until_committed(self, proc: Process, group: str, ends: dict[int, int]) -> None:
+    def cpu(self, proc: Process) -> dict[str, float]:
+        """CPU seconds so far of the variant's process, the bento and the broker."""
+        bento = cpu_seconds(self.bento.proc.pid) if self.bento else 0.0
+        broker = cpu_seconds(self.kafka.proc.pid)
+        return {"client": cpu_seconds(proc.proc.pid), "bento": bento, "broker": broker}
+
+    def run_until_committed(
+        self,
+        proc: Process,
+        group: str,
+        ends: dict[int, int],
+        first_commit: Callable[[int], None] | None = None,
+    ) -> None:
+        """Wait until `group` has committed `ends`; `first_commit(messages committed)` is called
+        when the first commit is seen."""
+
         def done() -> bool:
+            nonlocal first_commit
             if proc.proc.poll() is not None:
                 raise RuntimeError(f"{proc.name} exited:\n{proc.log_tail()}")
             got = self.committed(group)
+            if first_commit is not None and any(o > 0 for o in got.values()):
+                first_commit(sum(got.values()))
+                first_commit = None
             return all(got.get(p, -1) >= end for p, end in ends.items())
 
         wait_until(done, self.args.timeout, f"{proc.name} draining {group}")
@@ -134,19 +165,29 @@ class Bench:
         consumer.close()
         return out
 
-    def drain(self, kind: str, topic: str, ends: dict[int, int], tag: str) -> float:
+    def drain(
+        self, kind: str, topic: str, ends: dict[int, int], tag: str
+    ) -> tuple[float, dict[str, float]]:
+        """msg/s, and CPU microseconds per message of each process."""
         group = f"drain-{kind}-{tag}"
         proc = self.launch(kind, topic, group)
+        marks: list[tuple[int, dict[str, float]]] = []
         try:
-            self.run_until_committed(proc, group, ends)
+            self.run_until_committed(
+                proc, group, ends, lambda done: marks.append((done, self.cpu(proc)))
+            )
+            last = self.cpu(proc)
         finally:
             proc.stop(signal.SIGTERM)
+        done, first = marks[0]
+        n = max(sum(ends.values()) - done, 1)
+        cpu = {k: 1e6 * (last[k] - first[k]) / n for k in last}
         got = self.results(f"{group}-out", sum(ends.values()))
         unique = {(p, o) for _, p, o in got}
         if len(unique) != sum(ends.values()):
             raise RuntimeError(f"{kind}: {len(unique)} results for {sum(ends.values())} events")
         times = sorted(t for t, _, _ in got)
-        return (len(times) - 1) / max((times[-1] - times[0]) / 1000, 1e-3)
+        return (len(times) - 1) / max((times[-1] - times[0]) / 1000, 1e-3), cpu
 
     def paced(self, kind: str) -> tuple[float, float]:
         group = f"paced-{kind}"
@@ -182,6 +223,18 @@ def _ends(sent: dict[tuple[int, int], int]) -> dict[int, int]:
     return ends
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of `pid` and its live descendants."""
+    total = 0.0
+    for p in process_tree(pid):
+        try:
+            times = psutil.Process(p).cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def fast_crc() -> bool:
     from kafka.record import util
 
@@ -215,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"streaming benchmark: work dir {work}; {os.cpu_count()} CPUs", flush=True)
     bench = Bench(args, work)
     rates: dict[str, list[float]] = {kind: [] for kind in VARIANTS.values()}
+    cpus: dict[str, list[dict[str, float]]] = {kind: [] for kind in VARIANTS.values()}
     latency: dict[str, tuple[float, float]] = {}
     try:
         timed("train a model, serve the bento", bench.start_bento)
@@ -226,8 +280,9 @@ def main(argv: list[str] | None = None) -> int:
 
         def drain(kind: str, which: str, run: int) -> None:
             what = f"{kind}: drain {counts[which]} events"
-            rate = timed(what, lambda: bench.drain(kind, topics[which], ends[which], str(run)))
+            rate, cpu = timed(what, lambda: bench.drain(kind, topics[which], ends[which], str(run)))
             rates[kind].append(rate)
+            cpus[kind].append(cpu)
 
         # The bridge and its ceiling alternate, so both see the same load on a shared machine.
         for run in range(args.repeats):
@@ -246,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         n = counts["http" if kind == "per-message-http" else "main"]
         rows.append((label, n, statistics.median(rates[kind]), *latency[kind]))
     report(rows, args)
+    report_cpu(cpus)
     return 0
 
 
@@ -267,6 +323,24 @@ def report(rows: list[tuple[str, int, float, float, float]], args: argparse.Name
         f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
         f"kafka-python CRC32C: {'C (crc32c package)' if fast_crc() else 'pure Python'}; "
         f"result compression: {StreamSettings(compression=args.compression).compression}"
+    )
+
+
+def report_cpu(cpus: dict[str, list[dict[str, float]]]) -> None:
+    """CPU per message of each process (medians), and the bound it puts on the bridge."""
+    print(f"\n{'CPU us per message':<28}{'variant':>9}{'bento':>9}{'broker':>9}{'total':>9}")
+    total = {}
+    for label, kind in VARIANTS.items():
+        med = {k: statistics.median(c[k] for c in cpus[kind]) for k in cpus[kind][0]}
+        total[kind] = sum(med.values())
+        print(
+            f"{label:<28}{med['client']:>9.0f}{med['bento']:>9.0f}{med['broker']:>9.0f}"
+            f"{total[kind]:>9.0f}"
+        )
+    print(
+        f"with every core busy, CPU alone bounds bridge / pass-through at "
+        f"{total['passthrough'] / total['bridge']:.2f}"
+        f" (the bridge needs {total['bridge'] - total['passthrough']:.0f} us more per message)"
     )
 
 
