@@ -79,7 +79,7 @@ class ServiceSettings(SharedSettings):
         1,
         ge=1,
         description="API worker processes; one busy worker uses about one core, so raise it to "
-        "the cores the service may use on a bigger machine (README, Configuration)",
+        "the cores the service may use (README, Configuration)",
     )
     model_threads: int = Field(
         1,
