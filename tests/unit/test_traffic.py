@@ -3,12 +3,16 @@ request still gets BentoML's 504, and BentoML builds our class once it is instal
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from typing import Any
 
 from bentoml._internal.server.http import traffic as bento_traffic
 from starlette.types import Message, Receive, Scope, Send
 
 from serving import traffic
+from tests.support import ROOT
 
 SCOPE = {"type": "http", "method": "POST", "path": "/predict", "headers": []}
 
@@ -94,3 +98,18 @@ def test_bentoml_builds_the_installed_class():
 
     built = [m.cls for m in App(timeout=30).middlewares]
     assert built == [traffic.TimeoutMiddleware]
+
+
+def test_importing_the_service_installs_it_before_bentoml_builds_the_app(model_tag):
+    # In a fresh interpreter, as a BentoML worker imports service.py.
+    code = (
+        "import service\n"
+        "from bentoml._internal.server.http import traffic\n"
+        "from serving.traffic import TimeoutMiddleware\n"
+        "print(traffic.TimeoutMiddleware is TimeoutMiddleware)\n"
+    )
+    env = {**os.environ, "CHURN_MODEL_TAG": model_tag}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == "True"
