@@ -5,7 +5,9 @@ per request costs more CPU in the Redis client than scoring the linear model doe
 sends the keys of every caller waiting at that moment in one call: a caller arriving while a
 call is in flight waits for the next one, which carries everyone who arrived meanwhile. An idle
 service therefore waits for nothing, and a busy one makes one round trip per batch of requests
-instead of one per request (Nagle's idea, without its timer).
+instead of one per request (Nagle's idea, without its timer). `aiodataloader` batches the calls
+of one loop turn and sends the next turn's while the first is in flight; waiting for the call in
+flight instead makes fewer, larger calls when the loop is busy, which is when it matters.
 """
 
 import asyncio
