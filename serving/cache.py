@@ -105,7 +105,7 @@ class PredictionCache:
         await self._writes.submit(list(zip(keys, probabilities.tolist(), strict=True)))
 
     async def _mget(self, keys: list[str]) -> list[float | None]:
-        if not self.available:  # a call of this round failed before this one was sent
+        if not self.available:  # Redis failed while these keys waited their turn
             metrics.record_cache_lookups(0, 0, len(keys))
             return [None] * len(keys)
         try:

@@ -47,9 +47,10 @@ class Coalescer(Generic[T, R]):
                 items = [item for wanted, _ in batch for item in wanted]
                 try:
                     results = list(await self._call(items))
-                except asyncio.CancelledError:
-                    for _, answer in batch:
+                except asyncio.CancelledError:  # the loop is shutting down: nobody gets an answer
+                    for _, answer in batch + self._waiting:
                         answer.cancel()
+                    self._waiting = []
                     raise
                 except Exception as exc:  # noqa: BLE001 - handed to every caller, not swallowed
                     for _, answer in batch:

@@ -94,3 +94,23 @@ def test_a_cancelled_caller_leaves_the_others_their_answers():
         return await kept
 
     assert asyncio.run(main()) == [4]
+
+
+def test_a_loop_shutting_down_mid_call_cancels_every_waiting_caller_and_the_next_loop_works():
+    double = Doubler()
+    shared = Coalescer(double)
+    waiting: list[asyncio.Future[list[int]]] = []
+
+    async def shut_down_mid_call() -> None:
+        double.release = asyncio.Event()  # never set: the first call hangs
+        waiting.append(asyncio.ensure_future(shared.submit([1])))
+        while not double.calls:
+            await asyncio.sleep(0)
+        waiting.append(asyncio.ensure_future(shared.submit([2])))  # queued behind it
+        await asyncio.sleep(0)
+
+    asyncio.run(shut_down_mid_call())  # cancels what is left, the runner included
+    assert all(f.cancelled() for f in waiting)
+    double.release = None
+    assert asyncio.run(shared.submit([3])) == [6]
+    assert double.calls[-1] == [3]  # nothing left over from the loop that is gone
