@@ -2,14 +2,14 @@
 
 BentoML 1.4's `TimeoutMiddleware` schedules `loop.call_later(timeout, ...)` for every request
 and never cancels it, so each answered request leaves a timer, a future and their references
-alive for the whole timeout (30 s here). At 1,000 requests/s that is ~30,000 live timers: the
-objects a full garbage collection walks, which made the collections that caused /predict's long
-tail (benchmarks/README.md, "The tail"). This subclass keeps BentoML's behaviour (a 504 with
-its message once the timeout passes before the response starts) and cancels the timer as soon
-as the response starts or the request ends.
+alive for the whole timeout: under load, tens of thousands of objects that every full garbage
+collection walks, which made those collections /predict's long tail (benchmarks/README.md,
+"The tail"). This subclass keeps BentoML's behaviour (a 504 with its message once the timeout
+passes before the response starts) and cancels the timer as soon as the response starts or the
+request ends.
 
-`install()` puts it where BentoML looks the class up when it builds a worker's app; the test in
-tests/service/test_traffic.py fails if a BentoML upgrade moves that place.
+`install()` puts it where BentoML looks the class up when it builds a worker's app;
+tests/unit/test_traffic.py fails if a BentoML upgrade moves that place or fixes the leak.
 """
 
 import asyncio
