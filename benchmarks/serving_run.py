@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import httpx
-import psutil
 
+from benchmarks.cpu import cpu_seconds
 from benchmarks.serving_servers import SERVERS, free_port
 from tests.factories import request
 
@@ -53,19 +53,6 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
-    """User + system CPU time used so far by a server and all its processes."""
-    root = psutil.Process(proc.pid)
-    total = 0.0
-    for p in [root, *root.children(recursive=True)]:
-        try:
-            times = p.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
-
-
 def load_command(url: str, body: Path, args: argparse.Namespace, clients: int) -> list[str]:
     cmd = [sys.executable, "-m", "benchmarks.serving_load", url, str(body)]
     cmd += ["--concurrency", str(clients), "--warmup", str(args.warmup)]
@@ -84,7 +71,7 @@ def load(
     """Drive the server (with `side_load`, another load generator, running alongside); also
     its CPU ms per request, which noise from other programs on the machine inflates far less
     than it deflates req/s."""
-    cpu_before = cpu_seconds(proc)
+    cpu_before = cpu_seconds(proc.pid)
     side = subprocess.Popen(side_load, cwd=ROOT, stdout=subprocess.PIPE) if side_load else None
     try:
         cmd = load_command(url, body, args, clients)
@@ -94,5 +81,5 @@ def load(
     result = json.loads(out)
     if side_out:
         result["side"] = json.loads(side_out)
-    result["cpu_ms"] = 1000 * (cpu_seconds(proc) - cpu_before) / max(result["sent"], 1)
+    result["cpu_ms"] = 1000 * (cpu_seconds(proc.pid) - cpu_before) / max(result["sent"], 1)
     return result

@@ -29,19 +29,11 @@ from datetime import date
 from pathlib import Path
 from typing import TypeVar
 
-import psutil
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
+from benchmarks.cpu import cpu_seconds
 from streaming.settings import StreamSettings
-from tests.support import (
-    ROOT,
-    Process,
-    process_tree,
-    spawn,
-    start_bento,
-    start_kafka,
-    wait_until,
-)
+from tests.support import ROOT, Process, spawn, start_bento, start_kafka, wait_until
 
 AS_OF = date(2026, 6, 30)
 T = TypeVar("T")
@@ -221,18 +213,6 @@ def _ends(sent: dict[tuple[int, int], int]) -> dict[int, int]:
     for p, o in sent:
         ends[p] = max(ends.get(p, 0), o + 1)
     return ends
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of `pid` and its live descendants."""
-    total = 0.0
-    for p in process_tree(pid):
-        try:
-            times = psutil.Process(p).cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
 
 
 def fast_crc() -> bool:
