@@ -4,24 +4,12 @@ whatever the batch they are computed in."""
 import numpy as np
 import pytest
 from scipy.special import logit
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.preprocessing import StandardScaler
 
 from models.contract import FEATURES
 from models.explain import Reasons, explain, reference_values
 from models.predictor import ChurnPredictor
-
-
-def customers(n: int, seed: int = 7) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return np.column_stack(
-        [
-            rng.uniform(18, 90, n),
-            rng.lognormal(np.log(50_000), 0.6, n),
-            rng.poisson(6, n).astype(float),
-            rng.exponential(60, n).round(),
-        ]
-    )
+from tests.unit import fitted
+from tests.unit.fitted import customers
 
 
 def test_linear_contributions_add_up_to_the_logit(predictor):
@@ -66,12 +54,7 @@ def test_reasons_do_not_depend_on_the_batch(predictor):
 
 @pytest.fixture(scope="module")
 def boosted() -> ChurnPredictor:
-    x = customers(3000, seed=1)
-    y = x[:, 3] / 60 - x[:, 2] / 6 + np.random.default_rng(2).normal(0, 1, len(x)) > 0
-    scaler = StandardScaler().fit(x)
-    model = HistGradientBoostingClassifier(max_iter=30, random_state=0)
-    model.fit(scaler.transform(x), y.astype(int))
-    return ChurnPredictor(model, scaler, "boosted:test", {})
+    return fitted.boosted()
 
 
 def test_generic_method_is_the_change_in_logit_when_a_feature_is_set_to_its_mean(boosted):

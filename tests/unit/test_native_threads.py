@@ -2,26 +2,17 @@
 a parallel (OpenMP) model are the same bits with one thread as with all of them."""
 
 import threading
+from dataclasses import replace
 
 import numpy as np
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_info
 
-from models.predictor import ChurnPredictor, limit_native_threads
-from tests.unit.test_explain import customers
+from models.predictor import limit_native_threads
+from tests.unit.fitted import boosted, customers
 
 
 def openmp_threads() -> int:
     return next(i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp")
-
-
-def boosted(native_threads: int | None) -> ChurnPredictor:
-    x = customers(2000, seed=4)
-    y = (x[:, 3] / 60 - x[:, 2] / 6 + np.random.default_rng(5).normal(0, 1, len(x)) > 0).astype(int)
-    scaler = StandardScaler().fit(x)
-    model = HistGradientBoostingClassifier(max_iter=40, random_state=0).fit(scaler.transform(x), y)
-    return ChurnPredictor(model, scaler, "boosted:test", {}, native_threads=native_threads)
 
 
 def run_in_thread(fn):
@@ -33,7 +24,8 @@ def run_in_thread(fn):
 
 
 def test_one_thread_gives_the_same_bits_as_the_librarys_default():
-    default, capped = boosted(None), boosted(1)
+    default = boosted()
+    capped = replace(default, native_threads=1)  # the same fitted model, capped
     matrix = customers(5000, seed=6)
     # In a fresh thread each, so the cap set for `capped` cannot leak into `default`'s call.
     expected = run_in_thread(lambda: default.churn_probability(matrix))
