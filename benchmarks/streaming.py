@@ -172,8 +172,9 @@ class Bench:
         finally:
             proc.stop(signal.SIGTERM)
         done, first = marks[0]
-        n = max(sum(ends.values()) - done, 1)
-        cpu = {k: 1e6 * (last[k] - first[k]) / n for k in last}
+        n = sum(ends.values()) - done
+        # A drain over before its first commit was seen has no window to count: not a zero.
+        cpu = {k: 1e6 * (last[k] - first[k]) / n if n > 0 else float("nan") for k in last}
         got = self.results(f"{group}-out", sum(ends.values()))
         unique = {(p, o) for _, p, o in got}
         if len(unique) != sum(ends.values()):
