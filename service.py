@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 # says why); installed here, before BentoML builds the worker's app.
 traffic.install()
 
-# Why these settings: see README, "Performance". Tracing is off by default (sample rate 0), yet
+# Why these settings: see docs/performance.md. Tracing is off by default (sample rate 0), yet
 # BentoML's OpenTelemetry middleware still builds a span per request (a fifth of a worker's CPU
 # under load) unless the path is excluded; set `tracing.excluded_urls` to [] to trace.
 SERVICE_CONFIG = {
@@ -93,7 +93,7 @@ class ChurnEndpoints:
             else None
         )
         self.scorer = Scorer(self.predictor, self.cache)
-        self.prediction_log = PredictionLog.open(s.prediction_log)  # README, "Monitoring"
+        self.prediction_log = PredictionLog.open(s.prediction_log)  # docs/monitoring.md
         # /predict scores on this (the event-loop) thread, for which sklearn keeps its own config.
         # Inputs are already checked finite by the contract; sklearn's second check of every
         # one-row call is a fifth of its cost there.

@@ -1,5 +1,5 @@
 """Drift over served traffic: the batch script's report (DIR/report.json and DIR/report.html) of
-prediction-log files (CHURN_PREDICTION_LOG, README "Monitoring") or of the Kafka bridge's
+prediction-log files (CHURN_PREDICTION_LOG, docs/monitoring.md) or of the Kafka bridge's
 results dumped to JSON lines.
 
     python -m batch.drift PATH... --output DIR [--since ISO] [--until ISO] [--model TAG]

@@ -15,7 +15,7 @@ worker each):
   service-workers2  the service with CHURN_WORKERS=2
   service-explain  the service, each request asking for reason codes (`"explain": true`)
   service-predlog  the service with its prediction log on (CHURN_PREDICTION_LOG, a fresh
-                   directory per run; README "Monitoring"); after each run the log's lines are
+                   directory per run; docs/monitoring.md); after each run the log's lines are
                    counted against the predictions served
   service-distinct  the service sent 1,000 distinct customers in turn (cache off)
   service-cache  the same customers with the Redis cache on (a fresh redis-server per run):

@@ -1,6 +1,6 @@
 """The prediction log: every served prediction as one JSON line, written with BentoML's
 inference-monitoring API (`bentoml.monitor`) on a background thread. Off unless
-`CHURN_PREDICTION_LOG=DIR` is set (README, "Monitoring").
+`CHURN_PREDICTION_LOG=DIR` is set (docs/monitoring.md).
 
 Nothing of it runs on the event loop but a hand-over: an endpoint passes what it has already
 built (its response objects, the feature matrix the model saw) and returns. One writer thread

@@ -79,18 +79,18 @@ class ServiceSettings(SharedSettings):
         1,
         ge=1,
         description="API worker processes; one busy worker uses about one core, so raise it to "
-        "the cores the service may use (README, Configuration)",
+        "the cores the service may use (docs/performance.md)",
     )
     model_threads: int = Field(
         1,
         ge=1,
         description="threads the model's native code (OpenMP, BLAS) may use per call in each "
-        "worker; 1 because a worker's parallelism comes from concurrent requests (README, "
-        "Configuration)",
+        "worker; 1 because a worker's parallelism comes from concurrent "
+        "requests (docs/performance.md)",
     )
     prediction_log: Path | None = Field(
         None,
-        description="directory of the prediction log (README, Monitoring); unset or empty: off",
+        description="directory of the prediction log (docs/monitoring.md); unset or empty: off",
     )
 
     @field_validator("api_tokens", "cors_origins", mode="before")

@@ -3,7 +3,7 @@
 What "in flight" can mean here: BentoML's supervisor (circus) keeps the listening socket open
 until its worker has drained, so a connection opened *after* SIGTERM can be queued by the kernel
 and then reset instead of refused. Requests sent before the signal must all complete; later ones
-may fail to connect. README "Guarantees" states this and how to deploy around it.
+may fail to connect. docs/guarantees.md states this and how to deploy around it.
 
 Every step waits for an event, never for time to pass: requests the worker has provably begun
 (the kernel shows it has read them) before the signal, the worker provably draining (it has
