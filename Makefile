@@ -61,12 +61,15 @@ typecheck: install  ## mypy (configured in pyproject.toml) over the code that sh
 test: lint  ## lint, then every test (starts its own Redis and Kafka-protocol broker)
 	$(BIN)/python -m pytest
 
-# The tests that start no server (no bento, Redis, Kafka broker or Airflow): tests/unit, the batch
+# The tests that start no server (no bento, Redis, Kafka broker or Airflow): tests/models, the batch
 # script in-process, the bridge's decoding and policy on fake clients; not batch/test_parity.py
 # (it compares with a served bento) nor the slow Dask tests (LocalClusters). Under
 # CHURN_TESTS_NO_SERVERS, tests/support.py refuses to start a server, so a test listed here
 # that needs one fails instead of quietly making this slow.
-FAST_TESTS := tests/unit tests/batch tests/streaming/test_messages.py tests/streaming/test_policy.py
+FAST_TESTS := tests/models tests/batch tests/streaming/test_messages.py tests/streaming/test_policy.py \
+	tests/streaming/test_bridge_step.py tests/streaming/test_logs.py tests/serving/test_auth_guard.py \
+	tests/serving/test_cache_window.py tests/serving/test_coalesce.py tests/serving/test_heap.py \
+	tests/serving/test_loop_lag.py tests/serving/test_bentoml_fixes.py
 FAST_EXCLUDE := --ignore=tests/batch/test_parity.py -m "not slow"
 test-fast: lint  ## lint, then the tests that start no server (about a minute; for development)
 	CHURN_TESTS_NO_SERVERS=1 $(BIN)/python -m pytest $(FAST_TESTS) $(FAST_EXCLUDE)

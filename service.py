@@ -4,43 +4,55 @@ bentoml serve                              # ChurnService on http://127.0.0.1:30
 bentoml serve service:BatchedChurnService  # the same API; /predict scored with adaptive batching
 
 Each API method is a few lines: validation and scoring come from `models/`, the cache, metrics,
-auth and GET routes from `serving/`.
+auth and GET routes from `serving/`. The bodies are taken as any JSON and validated by the
+method, so every 400 is the service's own (docs/api.md).
 """
 
 import logging
 import time
+from typing import Annotated, Any
 
 import anyio.to_thread
 import bentoml
 import numpy as np
 import pandas as pd
 import sklearn
+from pydantic import WithJsonSchema
 
 from models.contract import ERROR_COLUMN
-from models.errors import InvalidInputError
 from models.explain import explain
-from models.features import future_date_error, matrix_from_records
-from models.predict import score_frame, split_requests
-from models.predictor import ChurnPredictor, resolve_tag
-from models.schema import BatchRequest, PredictRequest
-from serving import heap, metrics, responses, traffic
+from models.features import matrix_from_records
+from models.predict import (
+    frame_from_records,
+    parse_batch,
+    parse_request,
+    score_frame,
+    split_requests,
+)
+from models.predictor import ChurnPredictor
+from serving import bentoml_fixes, heap, metrics, responses
 from serving.app import routes
+from serving.bentoml_fixes import renders_errors
 from serving.cache import PredictionCache
-from serving.http import http_errors
+from serving.docs import DocsRoutes
 from serving.middleware import ServingMiddleware
-from serving.openapi import OpenAPIFix
 from serving.prediction_log import PredictionLog
 from serving.schema import ServedBatchResponse, ServedPrediction
 from serving.scoring import ProbabilityFn, Scorer
 from serving.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
+# BentoML shows its own loggers' INFO lines, and only WARNING and above of others: ours too,
+# for the start-up line and the one line per client error (serving/bentoml_fixes.py).
+for _name in (__name__, "serving"):
+    logging.getLogger(_name).setLevel(logging.INFO)
 
-# BentoML's request timeout, with its timer cancelled once the answer starts (serving/traffic.py
-# says why); installed here, before BentoML builds the worker's app.
-traffic.install()
+# The service's settings, read once: BentoML needs the model tag and the workers when it reads
+# the classes below, and the instances take the same object.
+SETTINGS = ServiceSettings()
+bentoml_fixes.install()  # before BentoML builds the worker's app (serving/bentoml_fixes.py)
 
-# Why these settings: see docs/performance.md. Tracing is off by default (sample rate 0), yet
+# Why these settings: docs/performance.md. Tracing is off by default (sample rate 0), yet
 # BentoML's OpenTelemetry middleware still builds a span per request (a fifth of a worker's CPU
 # under load) unless the path is excluded; set `tracing.excluded_urls` to [] to trace.
 SERVICE_CONFIG = {
@@ -50,21 +62,20 @@ SERVICE_CONFIG = {
     # '{"services": {"churn_service": {"logging": {"access": {"enabled": true}}}}}' (nested JSON).
     "logging": {"access": {"enabled": False}},
     "tracing": {"excluded_urls": ["/predict", "/health", "/livez", "/readyz", "/metrics"]},
-    # BentoML's client to a dependency reopens its connection pool every 100 calls or 300 s,
-    # failing the calls in flight (seen as 500s under load): keep one pool.
-    "runner_connection": {"max_requests": 2**62, "max_age": 1e12},
+    "runner_connection": bentoml_fixes.RUNNER_CONNECTION,
 }
+# Any JSON value: the API method validates it (the docs show the real schema: serving/docs.py).
+Body = Annotated[Any, WithJsonSchema({"description": "a JSON body; see the API docs"})]
 
 
 @bentoml.service(name="churn_model", **SERVICE_CONFIG)
 class ChurnModel:
     """The model alone: concurrent calls are merged into one `predict_proba` (adaptive batching)."""
 
-    bento_model = bentoml.models.BentoModel(resolve_tag())
+    bento_model = bentoml.models.BentoModel(SETTINGS.tag())
 
     def __init__(self) -> None:
-        threads = ServiceSettings().model_threads
-        self.predictor = ChurnPredictor.from_stored(self.bento_model, threads)
+        self.predictor = ChurnPredictor.from_stored(self.bento_model, SETTINGS.model_threads)
         heap.freeze_startup_objects()  # see serving/heap.py
 
     @bentoml.api(batchable=True, max_batch_size=128, max_latency_ms=1000)
@@ -76,15 +87,14 @@ class ChurnEndpoints:
     """The API, shared by both designs; `_churn_probability` is where they differ."""
 
     # Resolved from the store when the service starts; `bentoml build` pins the exact version.
-    bento_model = bentoml.models.BentoModel(resolve_tag())
+    bento_model = bentoml.models.BentoModel(SETTINGS.tag())
 
     def __init__(self) -> None:
         self.started = time.monotonic()
-        self.settings = ServiceSettings.load()
-        self.predictor = ChurnPredictor.from_stored(self.bento_model, self.settings.model_threads)
+        self.settings = s = SETTINGS
+        self.predictor = ChurnPredictor.from_stored(self.bento_model, s.model_threads)
         # For /health's `last_updated`: when the served model was saved to the store.
         self.model_created_at = self.bento_model.info.creation_time
-        s = self.settings
         self.cache = (
             PredictionCache(
                 s.redis_url, s.cache_ttl_seconds, s.redis_timeout_seconds, s.redis_retry_seconds
@@ -122,14 +132,13 @@ class ChurnEndpoints:
     _churn_probability: ProbabilityFn | None = None
 
     @bentoml.api(route="/predict")
-    @http_errors
-    async def predict(self, request: PredictRequest, /) -> ServedPrediction:
+    @renders_errors("predict", "/predict")
+    async def predict(self, body: Body, /) -> ServedPrediction:
         """Churn prediction for one customer; `"explain": true` adds reason codes."""
         started, as_of = time.perf_counter(), self.settings.as_of_or_today()
+        request = parse_request(body, as_of)
         if request.ignored_fields:
             metrics.record_ignored("predict", request.ignored_fields)
-        if err := future_date_error(request.features, as_of):
-            raise InvalidInputError([err], loc_prefix=("features",))
         matrix = matrix_from_records([request.features], as_of)
         scores, cached = await self.scorer.score(matrix, as_of, self._churn_probability)
         reasons = explain(self.predictor, matrix) if request.explain else None
@@ -140,12 +149,13 @@ class ChurnEndpoints:
         return response
 
     @bentoml.api(route="/predict/batch")
-    @http_errors
-    def predict_batch(self, batch: BatchRequest, /) -> ServedBatchResponse:
+    @renders_errors("batch", "/predict/batch")
+    def predict_batch(self, body: Body, /) -> ServedBatchResponse:
         """Up to 1000 customers: invalid items are reported in `errors`, the rest scored at once.
 
         `"explain": true` (for the batch or an item) adds reason codes."""
         started, as_of = time.perf_counter(), self.settings.as_of_or_today()
+        batch = parse_batch(body)
         valid, rejected = split_requests(batch.requests, as_of)
         metrics.record_batch_size("batch", len(batch.requests))
         metrics.record_validation_failures("batch", (r.first.field for r in rejected))
@@ -163,9 +173,11 @@ class ChurnEndpoints:
         return response
 
     @bentoml.api(route="/predict/dataframe")
-    def predict_dataframe(self, frame: pd.DataFrame, /) -> pd.DataFrame:
-        """Customers in (flat columns), predictions out, with an `error` column per row; rows
-        with a true `explain` column also get `reason_1..3` and `contribution_1..3`."""
+    @renders_errors("dataframe", "/predict/dataframe")
+    def predict_dataframe(self, body: Body, /) -> pd.DataFrame:
+        """Customers in (JSON records, flat columns), predictions out, with an `error` column per
+        row; rows with a true `explain` column also get `reason_1..3` and `contribution_1..3`."""
+        frame = frame_from_records(body)
         scorer = self.prediction_log.tap(self.scorer.in_thread(self.settings.as_of_or_today()))
         out = score_frame(scorer, frame, scorer.as_of, self.predictor)
         metrics.record_batch_size("dataframe", len(frame))
@@ -177,17 +189,13 @@ class ChurnEndpoints:
         return out
 
 
-# Read when the module is imported: BentoML starts the workers from the class's config.
-WORKERS = ServiceSettings().workers
-
-
-@bentoml.service(name="churn_service", workers=WORKERS, **SERVICE_CONFIG)
+@bentoml.service(name="churn_service", workers=SETTINGS.workers, **SERVICE_CONFIG)
 @bentoml.asgi_app(routes)
 class ChurnService(ChurnEndpoints):
     """The default design: /predict scored in the API worker (the faster one here)."""
 
 
-@bentoml.service(name="churn_service_batched", workers=WORKERS, **SERVICE_CONFIG)
+@bentoml.service(name="churn_service_batched", workers=SETTINGS.workers, **SERVICE_CONFIG)
 @bentoml.asgi_app(routes)
 class BatchedChurnService(ChurnEndpoints):
     """/predict scored by `ChurnModel` in its own process, with adaptive batching."""
@@ -203,4 +211,4 @@ for _service in (ChurnService, BatchedChurnService):
     # (python/mypy#3135), so the type is checked here, at import.
     assert isinstance(_service, bentoml.Service)
     _service.add_asgi_middleware(ServingMiddleware)
-    _service.add_asgi_middleware(OpenAPIFix)
+    _service.add_asgi_middleware(DocsRoutes, service=_service)

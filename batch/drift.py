@@ -36,7 +36,8 @@ import pyarrow as pa
 
 from models.contract import FEATURES, ID_COLUMN
 from models.errors import ModelUnavailableError
-from models.predictor import resolve_tag, scores_from_probability
+from models.predictor import scores_from_probability
+from models.settings import SharedSettings
 
 from .duplicates import DuplicateCounter
 from .html import render_html
@@ -280,7 +281,7 @@ class Tally:
 
     def _load_profile(self) -> None:
         """The training profile of the report's model (the first counted record fixed it)."""
-        tag = self.selection.model or resolve_tag()
+        tag = self.selection.model or SharedSettings().tag()
         self.selection.model = tag
         self.metadata = model_metadata(tag)[1]
         self.edges = drift_edges(self.metadata)

@@ -113,8 +113,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise InputError("--scheduler needs --engine dask")
     check_target(args.output, args.overwrite)
     sources = [Source(p) for p in resolve_inputs(args.inputs)]
-    predictor = load_predictor(args.model)
-    as_of = args.as_of or shared_settings().as_of_or_today()
+    settings = shared_settings()
+    predictor = load_predictor(args.model or settings.tag())
+    as_of = args.as_of or settings.as_of_or_today()
     schema = rejects_schema([s.schema for s in sources])
     info = RunInfo(predictor, as_of, schema, explain=args.explain)
     known = [s.num_rows for s in sources if s.num_rows is not None]

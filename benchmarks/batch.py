@@ -204,8 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from models.predictor import load_predictor
+    from models.settings import SharedSettings
 
-    predictor = load_predictor(args.model)
+    predictor = load_predictor(args.model or SharedSettings().tag())
     stored = __import__("bentoml").models.get(predictor.tag)
     model_files = {"model": stored.path_of(MODEL_FILE), "scaler": stored.path_of(SCALER_FILE)}
     as_of = REFERENCE_AS_OF.isoformat()

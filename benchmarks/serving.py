@@ -50,7 +50,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.serving_run import ROOT, load, load_command, start, stop
 from benchmarks.serving_servers import SERVERS
-from tests.factories import records, request
+from models.samples import records, request
 from tests.support import start_redis
 
 AS_OF = "2026-06-30"

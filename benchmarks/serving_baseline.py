@@ -9,7 +9,6 @@
 """
 
 import json
-import os
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 
@@ -23,7 +22,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from models.contract import DEFAULT_MODEL_TAG, MODEL_FILE, SCALER_FILE
+from models.contract import MODEL_FILE, SCALER_FILE
+from models.settings import SharedSettings
 
 
 class Features(BaseModel):
@@ -49,14 +49,15 @@ class Answer(BaseModel):
 
 def _answer() -> Callable[[Customer], Answer]:
     """One customer scored the hand-written way: the stored scaler and model, called directly."""
-    stored = bentoml.models.get(os.environ.get("CHURN_MODEL_TAG", DEFAULT_MODEL_TAG))
+    # The project's own settings (CHURN_MODEL_TAG, CHURN_AS_OF), so both servers score alike.
+    settings = SharedSettings()
+    stored = bentoml.models.get(settings.tag())
     model = joblib.load(stored.path_of(MODEL_FILE))
     scaler = joblib.load(stored.path_of(SCALER_FILE))
-    fixed_day = os.environ.get("CHURN_AS_OF")
 
     def answer(customer: Customer) -> Answer:
         f = customer.features
-        as_of = date.fromisoformat(fixed_day) if fixed_day else datetime.now(UTC).date()
+        as_of = settings.as_of or datetime.now(UTC).date()
         days = (as_of - f.last_purchase_date).days
         row = scaler.transform(np.array([[f.age, f.income, f.purchase_history, days]]))
         label = int(model.predict(row)[0])

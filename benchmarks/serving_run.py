@@ -13,7 +13,7 @@ import httpx
 
 from benchmarks.cpu import cpu_seconds
 from benchmarks.serving_servers import SERVERS, free_port
-from tests.factories import request
+from models.samples import request
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.factories import records, request
+from models.samples import records, request
 from tests.support import start_bento, start_redis
 
 MEMORY_GROWTH_TOLERANCE = 1.10

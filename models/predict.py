@@ -8,16 +8,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from pydantic import ValidationError
+from pydantic_core import to_json
 
-from models.contract import ERROR_COLUMN, FEATURES, ID_COLUMN, PREDICTION_COLUMNS
-from models.errors import FieldError
+from models.contract import DATE_COLUMN, ERROR_COLUMN, FEATURES, ID_COLUMN, PREDICTION_COLUMNS
+from models.errors import REQUEST, FieldError, InvalidInputError, Loc
 from models.explain import CONTRIBUTION_COLUMNS, REASON_COLUMNS, TOP_REASONS, explain
 from models.features import future_date_error, matrix_from_frame, matrix_from_records
 from models.frames import customer_ids, validate_frame
 from models.policy import customer_id_text
 from models.predictor import ChurnPredictor, MatrixScorer, Scores
-from models.schema import PredictRequest
-from models.validation import field_errors_from_pydantic
+from models.schema import BatchRequest, PredictRequest
+from models.validation import describe, field_errors_from_pydantic
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,7 @@ class Rejected:
     index: int
     customer_id: str | None
     errors: list[FieldError]
+    locs: list[Loc]  # where each error was found, e.g. ("features", "age")
 
     @property
     def first(self) -> FieldError:
@@ -39,12 +41,53 @@ def check_request(item: Any, index: int, as_of: date) -> PredictRequest | Reject
         request = PredictRequest.model_validate(item)
     except ValidationError as exc:
         cid = customer_id_text(item.get(ID_COLUMN)) if isinstance(item, dict) else None
-        return Rejected(
-            index, cid if isinstance(cid, str) else None, field_errors_from_pydantic(exc, as_of)
-        )
+        errors = field_errors_from_pydantic(exc, as_of)
+        locs = [tuple(e["loc"]) for e in exc.errors(include_url=False)]
+        return Rejected(index, cid if isinstance(cid, str) else None, errors, locs)
     if err := future_date_error(request.features, as_of):
-        return Rejected(index, request.customer_id, [err])
+        return Rejected(index, request.customer_id, [err], [("features", DATE_COLUMN)])
     return request
+
+
+def parse_request(body: Any, as_of: date) -> PredictRequest:
+    """One request body (any JSON value) as a valid `PredictRequest`; `InvalidInputError`
+    naming every failing field, in the words every path uses, otherwise."""
+    checked = check_request(body, 0, as_of)
+    if isinstance(checked, Rejected):
+        raise InvalidInputError(checked.errors, checked.locs)
+    return checked
+
+
+def parse_batch(body: Any) -> BatchRequest:
+    """A batch body as its envelope (items are checked one by one by `split_requests`)."""
+    try:
+        return BatchRequest.model_validate(body)
+    except ValidationError:
+        pass
+    # Validated again as the JSON it came as, for pydantic's words in JSON's terms ("a valid
+    # array", not "a valid list"): only a refused envelope pays for it.
+    try:
+        return BatchRequest.model_validate_json(to_json(body))
+    except ValidationError as exc:
+        errors, locs = [], []
+        for err in exc.errors(include_url=False):
+            loc = tuple(err["loc"])
+            names = [p for p in loc if isinstance(p, str)]
+            # The envelope's own fields keep pydantic's words; the body as a whole, the contract's.
+            if names:
+                errors.append(FieldError(names[-1], err["type"], err["msg"]))
+            else:
+                errors.append(describe(REQUEST, "null" if body is None else "wrong_type"))
+            locs.append(loc)
+        raise InvalidInputError(errors, locs) from None
+
+
+def frame_from_records(body: Any) -> pd.DataFrame:
+    """A DataFrame request body (JSON records) as a DataFrame, one row per record."""
+    if not isinstance(body, list):
+        message = "must be a JSON array of records"
+        raise InvalidInputError([FieldError(REQUEST, "wrong_type", message)])
+    return pd.DataFrame(body)
 
 
 def split_requests(

@@ -25,7 +25,6 @@ from models.contract import (
     SCALER_FILE,
 )
 from models.errors import ModelUnavailableError
-from models.settings import SharedSettings
 
 _LEVEL_OBJECTS = np.array(CONFIDENCE_LEVELS, dtype=object)
 
@@ -79,7 +78,7 @@ class LinearShortcut:
     """A fitted StandardScaler + binary LogisticRegression, evaluated with the very numpy
     operations sklearn's `transform` and `predict_proba` run (`x -= mean_`, `x /= scale_`,
     `x @ coef_.T + intercept_`, `expit`) but without their per-call input validation, which
-    costs more than the arithmetic on one-row requests. tests/unit pin it to `predict_proba`
+    costs more than the arithmetic on one-row requests. tests/models pin it to `predict_proba`
     bit for bit; any other model or scaler goes through `predict_proba` itself.
     """
 
@@ -179,18 +178,12 @@ class ChurnPredictor:
         return cls(model, scaler, str(stored.tag), metadata, linear, native_threads)
 
 
-def resolve_tag(tag: str | None = None) -> str:
-    """The tag to serve: the explicit one, else $CHURN_MODEL_TAG, else `churn_model:latest`."""
-    return tag or SharedSettings().tag()
-
-
-def load_predictor(tag: str | None = None) -> ChurnPredictor:
-    """A ready predictor from the BentoML model store."""
-    wanted = resolve_tag(tag)
+def load_predictor(tag: str) -> ChurnPredictor:
+    """A ready predictor from the BentoML model store (`tag`: e.g. `settings.tag()`)."""
     try:
-        stored = bentoml.models.get(wanted)
+        stored = bentoml.models.get(tag)
     except NotFound as exc:
         raise ModelUnavailableError(
-            f"no model {wanted!r} in the BentoML store; run `python -m models.train` first"
+            f"no model {tag!r} in the BentoML store; run `python -m models.train` first"
         ) from exc
     return ChurnPredictor.from_stored(stored)

@@ -1,15 +1,26 @@
 """The settings every entry point shares, read from the environment in this one place.
 
 `CHURN_MODEL_TAG` and `CHURN_AS_OF` mean the same to the service, the batch script and the Kafka
-bridge; each entry point's own settings class (serving/settings.py, streaming/settings.py)
-extends `SharedSettings`, and the batch script uses it as is.
+bridge. Each entry point builds its settings object once, where it starts, and hands it down:
+the service's `ServiceSettings` (serving/settings.py), the bridge's `StreamSettings`
+(streaming/settings.py), the batch script `SharedSettings` as it is.
+
+Deprecated variable names are declared per class (`legacy_names`) and read by one settings
+source: a value under an old name counts when the current name is unset, with one warning.
 """
 
 import logging
+import os
 from datetime import date
+from typing import Any, ClassVar
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from models.contract import DEFAULT_MODEL_TAG, MODEL_TAG_ENV
 from models.validation import today_utc
@@ -18,23 +29,35 @@ logger = logging.getLogger(__name__)
 
 PREFIX = "CHURN_"
 AS_OF_ENV = f"{PREFIX}AS_OF"
+assert f"{PREFIX}MODEL_TAG" == MODEL_TAG_ENV
 
 
 class SharedSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=PREFIX, extra="ignore", populate_by_name=True, protected_namespaces=()
     )
+    # Deprecated environment variable -> the field it sets (see `LegacyNames`).
+    legacy_names: ClassVar[dict[str, str]] = {}
 
     model_tag: str | None = Field(
-        None,
-        description=f"model store tag (default: {DEFAULT_MODEL_TAG})",
-        validation_alias=AliasChoices(MODEL_TAG_ENV, "model_tag"),
+        None, description=f"model store tag to serve or score with (default `{DEFAULT_MODEL_TAG}`)"
     )
     as_of: date | None = Field(
-        None,
-        description="fixed as-of date for recency, e.g. for replays (default: today, UTC)",
-        validation_alias=AliasChoices(AS_OF_ENV, "as_of"),
+        None, description="fixed as-of date for recency, e.g. for replays (default: today, UTC)"
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # After the current names, before the defaults: an old name never beats a new one.
+        legacy = LegacyNames(settings_cls, cls.legacy_names, env_settings)
+        return init_settings, env_settings, legacy, dotenv_settings, file_secret_settings
 
     def tag(self) -> str:
         return self.model_tag or DEFAULT_MODEL_TAG
@@ -43,13 +66,28 @@ class SharedSettings(BaseSettings):
         return self.as_of or today_utc()
 
 
-def legacy(name: str, old: str) -> AliasChoices:
-    """`CHURN_<NAME>`, or its deprecated unprefixed spelling (see `warn_legacy`)."""
-    return AliasChoices(f"{PREFIX}{name.upper()}", old, name)
+class LegacyNames(PydanticBaseSettingsSource):
+    """Values under deprecated variable names, for fields the current names leave unset; one
+    warning per old name used."""
 
+    def __init__(
+        self,
+        settings_cls: type[BaseSettings],
+        names: dict[str, str],
+        current: PydanticBaseSettingsSource,
+    ) -> None:
+        super().__init__(settings_cls)
+        self.names = names
+        self.current = current
 
-def warn_legacy(environ: dict[str, str], names: dict[str, str]) -> None:
-    """One warning per deprecated variable still set (old name -> new name)."""
-    for old, new in names.items():
-        if old in environ and new not in environ:
-            logger.warning("%s is deprecated: set %s instead", old, new)
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # `__call__` reads every old name at once
+
+    def __call__(self) -> dict[str, Any]:
+        given = self.current()
+        values: dict[str, Any] = {}
+        for old, field in self.names.items():
+            if old in os.environ and field not in given:
+                logger.warning("%s is deprecated: set %s%s instead", old, PREFIX, field.upper())
+                values[field] = os.environ[old]
+        return values

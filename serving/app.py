@@ -1,22 +1,62 @@
 """GET routes mounted next to the BentoML APIs (whose routes are POST-only): health and versions.
 
-The handlers find the running service instance with `bentoml.get_current_service()`.
+A FastAPI app, BentoML's documented way to add routes (`@bentoml.asgi_app`): BentoML merges its
+OpenAPI paths and response models into the service's document. The handlers find the running
+service instance with `bentoml.get_current_service()`.
 """
 
 import time
 from datetime import UTC, datetime
-from typing import Any
+from enum import Enum
+from typing import Any, Literal
 
 import bentoml
 from bentoml.exceptions import BentoMLException
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from models.contract import MODEL_NAME
 from serving.cache import PredictionCache
 from serving.middleware import active_connections
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded", "starting"] = Field(
+        description="degraded: predictions are served, but Redis does not answer"
+    )
+    model_loaded: bool
+    model_version: str | None = Field(description="the served tag")
+    uptime_seconds: float = Field(ge=0)
+    cache: Literal["disabled", "ok", "unreachable"]
+    last_updated: datetime | None = Field(
+        description="when the served model was saved to the model store"
+    )
+    active_connections: int = Field(
+        ge=0, description="HTTP requests in flight on the worker that answered, this one included"
+    )
+    redis_connected: bool | None = Field(description="null when the cache is off")
+    timestamp: datetime = Field(description="now (UTC)")
+
+
+class ModelVersion(BaseModel):
+    tag: str
+    created_at: datetime
+    classifier: str | None
+    metrics: dict[str, float] = Field(
+        description="held-out metrics: roc_auc, log_loss, brier_score, ..."
+    )
+    served: bool
+
+
+class ModelVersions(BaseModel):
+    served: str = Field(description="the served tag")
+    current: str = Field(description="the served tag (same as `served`)")
+    versions: list[ModelVersion] = Field(description="every version in the store, newest first")
+
+
+class ServiceError(BaseModel):
+    error: str
 
 
 async def health_report(
@@ -24,49 +64,44 @@ async def health_report(
     cache: PredictionCache | None,
     started: float,
     model_created_at: datetime | None = None,
-) -> dict[str, Any]:
-    """`status` is "ok", "degraded" (predicting, but Redis is unreachable) or "starting".
-
-    `last_updated` is when the served model was saved to the store, `active_connections` the
-    HTTP requests this worker is answering (this one included), `redis_connected` null without
-    a cache, `timestamp` now; times are ISO 8601 in UTC.
-    """
+) -> Health:
+    """`status` is "ok", "degraded" (predicting, but Redis is unreachable) or "starting"."""
     connected = None if cache is None else await cache.ping()
     cache_state = "disabled" if connected is None else "ok" if connected else "unreachable"
     loaded = model_version is not None
     status = "starting" if not loaded else "degraded" if cache_state == "unreachable" else "ok"
-    return {
-        "status": status,
-        "model_loaded": loaded,
-        "model_version": model_version,
-        "uptime_seconds": round(time.monotonic() - started, 3) if loaded else 0.0,
-        "cache": cache_state,
-        "last_updated": model_created_at.isoformat() if model_created_at else None,
-        "active_connections": active_connections(),
-        "redis_connected": connected,
-        "timestamp": datetime.now(UTC).isoformat(),
-    }
+    return Health(
+        status=status,
+        model_loaded=loaded,
+        model_version=model_version,
+        uptime_seconds=round(time.monotonic() - started, 3) if loaded else 0.0,
+        cache=cache_state,
+        last_updated=model_created_at,
+        active_connections=active_connections(),
+        redis_connected=connected,
+        timestamp=datetime.now(UTC),
+    )
 
 
-def model_versions(served: str) -> dict[str, Any]:
+def model_versions(served: str) -> ModelVersions:
     """Every version of the model in the store, newest first, with its held-out metrics."""
     stored = sorted(
         bentoml.models.list(MODEL_NAME), key=lambda m: m.info.creation_time, reverse=True
     )
-    return {
-        "served": served,
-        "current": served,
-        "versions": [
-            {
-                "tag": str(m.tag),
-                "created_at": m.info.creation_time.isoformat(),
-                "classifier": m.info.labels.get("classifier"),
-                "metrics": m.info.metadata.get("metrics", {}),
-                "served": str(m.tag) == served,
-            }
+    return ModelVersions(
+        served=served,
+        current=served,
+        versions=[
+            ModelVersion(
+                tag=str(m.tag),
+                created_at=m.info.creation_time,
+                classifier=m.info.labels.get("classifier"),
+                metrics=m.info.metadata.get("metrics", {}),
+                served=str(m.tag) == served,
+            )
             for m in stored
         ],
-    }
+    )
 
 
 def running_service() -> Any | None:
@@ -76,7 +111,20 @@ def running_service() -> Any | None:
         return None
 
 
-async def health(_: Request) -> JSONResponse:
+routes = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+INFRASTRUCTURE: list[str | Enum] = ["Infrastructure"]
+
+
+@routes.get(
+    "/health",
+    response_model=Health,
+    tags=INFRASTRUCTURE,
+    summary="Service health",
+    description="Whether the model is loaded and the cache answers, the served model and when "
+    "it was saved, and the requests in flight. 503 while starting.",
+    responses={503: {"model": Health, "description": "Starting: the model is not loaded yet"}},
+)
+async def health() -> JSONResponse:
     service = running_service()
     if service is None:
         report = await health_report(None, None, 0.0)
@@ -84,20 +132,22 @@ async def health(_: Request) -> JSONResponse:
         report = await health_report(
             service.predictor.tag, service.cache, service.started, service.model_created_at
         )
-    return JSONResponse(report, status_code=200 if report["model_loaded"] else 503)
+    status = 200 if report.model_loaded else 503
+    return JSONResponse(report.model_dump(mode="json"), status_code=status)
 
 
-def versions(_: Request) -> JSONResponse:
-    # A plain function: Starlette runs it in a thread, off the event loop, as it reads the store.
+@routes.get(
+    "/models/versions",
+    response_model=ModelVersions,
+    tags=INFRASTRUCTURE,
+    summary="Model versions in the store",
+    description="Every version of the model in the store, newest first, with creation time, "
+    "classifier and held-out metrics; `current` is the served tag. Roll-back: docs/api.md.",
+    responses={503: {"model": ServiceError, "description": "The service is starting"}},
+)
+def versions() -> Any:
+    # A plain function: FastAPI runs it in a thread, off the event loop, as it reads the store.
     service = running_service()
     if service is None:
         return JSONResponse({"error": "service is starting"}, status_code=503)
-    return JSONResponse(model_versions(service.predictor.tag))
-
-
-routes = Starlette(
-    routes=[
-        Route("/health", health, methods=["GET"]),
-        Route("/models/versions", versions, methods=["GET"]),
-    ]
-)
+    return model_versions(service.predictor.tag)

@@ -12,6 +12,7 @@ Both return one outcome per message, in order: the prediction fields (`RESULT_FI
 
 from collections.abc import Sequence
 from datetime import date
+from http import HTTPStatus
 from typing import Any, Protocol
 
 import bentoml
@@ -38,7 +39,7 @@ class ScoringUnavailableError(ChurnError):
     `kind` is a short label for metrics: `connect`, `timeout`, `http_503`, ...
     """
 
-    status_code = 503
+    error_code = HTTPStatus.SERVICE_UNAVAILABLE
     public_message = "scoring unavailable"
 
     def __init__(self, kind: str, detail: str) -> None:
@@ -48,9 +49,9 @@ class ScoringUnavailableError(ChurnError):
 
 # 4xx that say "not now" rather than "never": retried like an outage.
 RETRYABLE_4XX = frozenset({httpx.codes.REQUEST_TIMEOUT, httpx.codes.TOO_MANY_REQUESTS})
-_TOKEN_HINT = "check --service-token / CHURN_STREAM_SERVICE_TOKEN (the bento's API_TOKENS)"
+_TOKEN_HINT = "check --service-token / CHURN_STREAM_SERVICE_TOKEN (the bento's CHURN_API_TOKENS)"
 _URL_HINT = "check --service-url / CHURN_STREAM_SERVICE_URL"
-_SIZE_HINT = "lower --max-batch, or raise the bento's MAX_BODY_BYTES"
+_SIZE_HINT = "lower --max-batch, or raise the bento's CHURN_MAX_BODY_BYTES"
 _CONTRACT_HINT = "check that the bridge and the bento are the same version"
 _HINTS = {401: _TOKEN_HINT, 403: _TOKEN_HINT, 404: _URL_HINT, 413: _SIZE_HINT}
 
@@ -64,7 +65,7 @@ class ScoringRefusedError(ChurnError):
     the whole explanation, with what to check.
     """
 
-    status_code = 502
+    error_code = HTTPStatus.BAD_GATEWAY
     public_message = "scoring refused"
 
     def __init__(self, status: int, body: str, request: str) -> None:
@@ -235,7 +236,7 @@ class InProcessScorer:
 
 def scorer_for(settings: StreamSettings) -> Scorer:
     if settings.in_process:
-        return InProcessScorer(load_predictor(settings.model_tag), settings.explain)
+        return InProcessScorer(load_predictor(settings.tag()), settings.explain)
     return HttpScorer(
         settings.service_url, settings.service_timeout_s, settings.service_token, settings.explain
     )

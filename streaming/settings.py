@@ -47,7 +47,7 @@ class StreamSettings(SharedSettings):
     group: str = Field("churn-stream-predictor", description="consumer group id")
     service_url: str = Field("http://127.0.0.1:3000", description="the running churn bento")
     service_token: str | None = Field(
-        None, description="bearer token when the bento requires one (its API_TOKENS)"
+        None, description="bearer token when the bento requires one (its CHURN_API_TOKENS)"
     )
     in_process: bool = Field(
         False, description="load the model from the BentoML store and score in this process"

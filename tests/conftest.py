@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.factories import AS_OF
+from models.samples import AS_OF
 from tests.support import Process, start_bento, start_kafka, start_redis
 
 

@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from batch.predict import main
-from tests.factories import AS_OF
+from models.samples import AS_OF
 
 # tests/batch/test_drift.py takes its customers from here: the shared factory's `records`.
-from tests.factories import records as customers  # noqa: F401
+from models.samples import records as customers  # noqa: F401
 from tests.invalid import TYPED_CASES
 
 # (override, expected reason): every way a row of a typed parquet file can be invalid.

@@ -11,10 +11,10 @@ import pytest
 
 from batch.predict import main
 from batch.report import MIN_ROWS_FOR_ANOMALIES
+from models.samples import record, records
 from tests.batch.conftest import read_outputs, run_batch, write_parquet
 from tests.conftest import AS_OF
 from tests.expected import confidence_level, feature_matrix
-from tests.factories import record, records
 from tests.support import ROOT
 
 

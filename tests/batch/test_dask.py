@@ -12,8 +12,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from models.samples import record, records
 from tests.batch.conftest import read_outputs, run_batch, write_parquet
-from tests.factories import record, records
 from tests.support import wait_until
 
 

@@ -6,9 +6,9 @@ import numpy as np
 from scipy.special import logit
 
 from models.contract import FEATURES
+from models.samples import records
 from tests.batch.conftest import read_outputs, run_batch, write_parquet
 from tests.conftest import AS_OF
-from tests.factories import records
 
 
 def test_explain_adds_the_three_largest_contributions(tmp_path, model_tag, predictor):

@@ -9,9 +9,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from models.samples import records
 from tests.batch.conftest import read_outputs, run_batch, write_jsonl, write_parquet
 from tests.conftest import AS_OF
-from tests.factories import records
 
 
 def expected_probability(predictor, rows: list[dict]) -> np.ndarray:

@@ -5,10 +5,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from models.samples import record, records
 from tests.batch.conftest import TYPED_INVALID, read_outputs, run_batch, write_jsonl, write_parquet
 from tests.conftest import AS_OF
 from tests.expected import confidence_level, feature_matrix
-from tests.factories import record, records
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,8 @@
 import httpx
 import pytest
 
+from models.samples import records
 from tests.batch.conftest import read_outputs, run_batch, write_parquet
-from tests.factories import records
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from batch.output import OutputExistsError, staged_output
+from models.samples import records
 from tests.conftest import AS_OF
-from tests.factories import records
 from tests.support import ROOT, wait_until
 
 

@@ -9,8 +9,8 @@ from datetime import timedelta
 import numpy as np
 
 from models.contract import AGE_MAX, AGE_MIN, ID_COLUMN, INCOME_MIN
+from models.samples import record, request
 from tests.conftest import AS_OF
-from tests.factories import record, request
 from tests.invalid import JSON_CASES
 
 SEED = 20261126
@@ -59,6 +59,6 @@ def invalid_records() -> list[tuple[dict, str]]:
     ]
 
 
-# A flat record as the JSON API's request (tests/service/test_client_errors.py imports it
+# A flat record as the JSON API's request (tests/serving/test_client_errors.py imports it
 # from here).
 nested = request

@@ -56,7 +56,7 @@ def test_no_5xx_and_responses_match_the_schema(bento, path):
 
 @pytest.fixture(scope="module")
 def bento_with_tokens(logs_dir, service_env):
-    proc = start_bento(logs_dir, {**service_env, "API_TOKENS": TOKEN})
+    proc = start_bento(logs_dir, {**service_env, "CHURN_API_TOKENS": TOKEN})
     yield proc
     proc.stop()
 

@@ -12,7 +12,7 @@ import pytest
 
 from models.contract import ID_COLUMN, MAX_BATCH_ITEMS
 from models.predict import score_frame
-from tests.factories import request
+from models.samples import request
 from tests.reliability.corpus import AS_OF, invalid_records, valid_customers
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from models.contract import FEATURES, ID_COLUMN
+from models.samples import request
 from tests.batch.conftest import read_outputs, run_batch, write_parquet
-from tests.factories import request
 from tests.reliability.corpus import AS_OF, valid_customers
 from tests.streaming.support import drain
 

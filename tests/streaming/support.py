@@ -149,7 +149,7 @@ def stop(bridge: Process, sig: int = signal.SIGTERM) -> int:
 
 
 def canonical_matrix(records: Iterable[dict[str, Any]]) -> Any:
-    """The model's matrix of canonical flat events (as `tests.factories.event` makes them), built
+    """The model's matrix of canonical flat events (as `models.samples.event` makes them), built
     here rather than by the code under test, as of AS_OF (the bridge's as-of date in these
     tests)."""
     return feature_matrix(records, AS_OF)

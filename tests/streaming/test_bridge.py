@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from models.contract import RAW_FEATURES
+from models.samples import event
 from streaming.bridge import MAX_SUBMITTED
-from tests.factories import event
 from tests.streaming.support import PARTITIONS, metric, read_until, stop, unique
 from tests.support import Process, process_tree, wait_until
 

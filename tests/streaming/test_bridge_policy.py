@@ -10,8 +10,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from models.samples import event
 from tests.conftest import AS_OF
-from tests.factories import event
 from tests.streaming.support import (
     PARTITIONS,
     canonical_matrix,
@@ -162,7 +162,7 @@ def test_loose_records_get_their_canonical_twins_bits_through_the_bento(
 def test_a_bridge_the_service_refuses_exits_3_once_logged_and_commits_nothing(
     kafka, launch, readers, logs_dir, service_env
 ):
-    service = start_bento(logs_dir, {**service_env, "API_TOKENS": f"{TOKEN},t-other"})
+    service = start_bento(logs_dir, {**service_env, "CHURN_API_TOKENS": f"{TOKEN},t-other"})
     try:
         topic, group = kafka.topic("refused"), unique("g")
         url = ("--service-url", service.url)
@@ -191,7 +191,8 @@ def test_a_bridge_the_service_refuses_exits_3_once_logged_and_commits_nothing(
             (error,) = errors
             assert error["msg"] == (
                 f"the service refused the bridge's requests: {status} {words} (GET /schema.json)"
-                "; check --service-token / CHURN_STREAM_SERVICE_TOKEN (the bento's API_TOKENS)"
+                "; check --service-token / CHURN_STREAM_SERVICE_TOKEN"
+                " (the bento's CHURN_API_TOKENS)"
             )
             assert (error["status"], error["body"]) == (status, words)
             assert sum(f"{status} {words}" in json.dumps(entry) for entry in lines) == 1

@@ -10,13 +10,13 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import TopicPartition
 
 from models.predict import Rejected, check_request
+from models.samples import event
 from streaming.inflight import InFlight
 from streaming.messages import Problem, decode, error_record, result_record
 from streaming.scorer import ScoringUnavailableError, outcomes_from_batch
 from streaming.settings import load_settings
 from tests.conftest import AS_OF
 from tests.expected import feature_matrix
-from tests.factories import event
 
 RECORD_MS = 1_780_000_000_000
 

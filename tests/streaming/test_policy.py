@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from models.samples import event
 from streaming.bridge import Bridge
 from streaming.messages import decode, error_record, result_record
 from streaming.metrics import BridgeMetrics
@@ -28,7 +29,6 @@ from streaming.scorer import (
 )
 from streaming.settings import StreamSettings
 from tests.conftest import AS_OF
-from tests.factories import event
 from tests.streaming.fakes import FakeConsumer, FakeProducer
 from tests.streaming.fakes import consumer_record as record
 from tests.streaming.support import canonical_matrix
@@ -347,7 +347,7 @@ def answer(status: int, body: Any = None, path: str = "/predict/batch") -> httpx
     return httpx.Response(status, text=body or "", request=request)
 
 
-TOKEN_HINT = "check --service-token / CHURN_STREAM_SERVICE_TOKEN (the bento's API_TOKENS)"
+TOKEN_HINT = "check --service-token / CHURN_STREAM_SERVICE_TOKEN (the bento's CHURN_API_TOKENS)"
 
 
 @pytest.mark.parametrize(
@@ -364,7 +364,7 @@ TOKEN_HINT = "check --service-token / CHURN_STREAM_SERVICE_TOKEN (the bento's AP
          "check --service-url / CHURN_STREAM_SERVICE_URL"),
         (413, {"error": "request body larger than 10 bytes"},
          "the service refused the bridge's requests: 413 request body larger than 10 bytes "
-         "(POST /predict/batch); lower --max-batch, or raise the bento's MAX_BODY_BYTES"),
+         "(POST /predict/batch); lower --max-batch, or raise the bento's CHURN_MAX_BODY_BYTES"),
         (400, {"detail": "bad"},
          'the service refused the bridge\'s requests: 400 {"detail":"bad"} (POST /predict/batch)'
          "; check that the bridge and the bento are the same version"),
@@ -455,7 +455,7 @@ def test_the_http_scorer_raises_refused_on_a_4xx_and_unavailable_on_a_5xx(fake_s
 
 
 def test_a_refused_schema_request_is_a_refusal_too(fake_service):
-    """With API_TOKENS set, the bento refuses even its schema to a wrong token."""
+    """With CHURN_API_TOKENS set, the bento refuses even its schema to a wrong token."""
     fake_service.schema_status = 403
     scorer = HttpScorer(fake_service.url, timeout=10, token="wrong")
     with pytest.raises(ScoringRefusedError) as caught:

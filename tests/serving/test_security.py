@@ -6,7 +6,7 @@ import re
 import httpx
 import pytest
 
-from tests.service.conftest import MAX_BODY_BYTES, ORIGIN, TOKENS, customer
+from tests.serving.conftest import MAX_BODY_BYTES, ORIGIN, TOKENS, customer
 
 FLAT = [{"customer_id": "c-1", **customer(1)["features"]}]
 PROTECTED = [

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.service.conftest import customer, metric
+from tests.serving.conftest import customer, metric
 from tests.support import Process, start_bento
 
 

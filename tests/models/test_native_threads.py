@@ -8,7 +8,7 @@ import numpy as np
 from threadpoolctl import threadpool_info
 
 from models.predictor import limit_native_threads
-from tests.unit.fitted import boosted, customers
+from tests.models.fitted import boosted, customers
 
 
 def openmp_threads() -> int:

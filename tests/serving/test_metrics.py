@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from tests.service.conftest import AUTH, customer, metric
+from tests.serving.conftest import AUTH, customer, metric
 
 N = 60
 

@@ -176,8 +176,13 @@ def test_the_token_is_checked_before_the_size():
 # --- the body limit -----------------------------------------------------------------------------
 
 
+def json_text(size: int) -> bytes:
+    """A JSON body of exactly `size` bytes (a string)."""
+    return b'"' + b"x" * (size - 2) + b'"'
+
+
 def test_a_content_length_at_the_limit_passes():
-    body = b"x" * LIMIT
+    body = json_text(LIMIT)
     exchange, inner = call(headers={**AUTH, "content-length": str(LIMIT)}, messages=chunks(body))
     assert exchange.status == 200
     assert inner.body == body
@@ -186,7 +191,7 @@ def test_a_content_length_at_the_limit_passes():
 def test_a_content_length_over_the_limit_is_413_without_reading_the_body():
     before = refused(413)
     exchange, inner = call(
-        headers={**AUTH, "content-length": str(LIMIT + 1)}, messages=chunks(b"x" * (LIMIT + 1))
+        headers={**AUTH, "content-length": str(LIMIT + 1)}, messages=chunks(json_text(LIMIT + 1))
     )
     assert exchange.status == 413
     assert json.loads(exchange.body) == {"error": f"request body larger than {LIMIT} bytes"}
@@ -208,10 +213,11 @@ CHUNKED = {**AUTH, "transfer-encoding": "chunked"}
 
 
 def test_a_chunked_body_within_the_limit_reaches_the_app_whole():
-    parts = (b"a" * 40, b"b" * 40, b"c" * 20)  # exactly LIMIT bytes
+    whole = json_text(LIMIT)
+    parts = (whole[:40], whole[40:80], whole[80:])  # exactly LIMIT bytes
     exchange, inner = call(headers=CHUNKED, messages=chunks(*parts))
     assert exchange.status == 200
-    assert inner.body == b"".join(parts)
+    assert inner.body == whole
     assert exchange.received == 3  # read once by the guard, replayed to the app
 
 
@@ -224,8 +230,61 @@ def test_a_chunked_body_growing_past_the_limit_is_413_as_soon_as_it_does():
     assert exchange.received == 3  # the chunk that crossed the limit; the rest never read
 
 
-def test_a_client_leaving_mid_body_is_handed_on_to_the_app():
+def test_a_client_leaving_mid_body_gets_nothing_and_the_app_is_not_called():
     messages = [*chunks(b"a" * 10, b"b" * 10)[:1], {"type": "http.disconnect"}]
     exchange, inner = call(headers=CHUNKED, messages=messages)
-    assert (inner.calls, inner.body) == (1, b"a" * 10)
-    assert exchange.status == 200
+    assert (inner.calls, exchange.sent) == (0, [])
+
+
+# --- the body read as JSON ----------------------------------------------------------------------
+
+NOT_JSON = {
+    "error": "request body: is not valid JSON",
+    "detail": [{"loc": [], "msg": "request: is not valid JSON", "type": "not_json"}],
+}
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"\x00\xff", b"[1, 2", b'{"a": 1'])
+def test_a_body_that_is_not_json_is_the_contracts_400_before_the_app(body):
+    before = refused(400, "batch")
+    exchange, inner = call("/predict/batch", AUTH, chunks(body))
+    assert (exchange.status, json.loads(exchange.body)) == (400, NOT_JSON)
+    assert inner.calls == 0
+    assert refused(400, "batch") == before + 1
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "multipart/form-data", None])
+def test_the_app_is_told_the_body_is_json_whatever_its_declared_type(content_type):
+    headers = {**AUTH, **({"content-type": content_type} if content_type else {})}
+    seen: list[dict] = []
+
+    async def inner(scope: dict, receive: Any, send: Any) -> None:
+        seen.append(dict(scope["headers"]))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    scope = {"type": "http", "method": "POST", "path": "/predict", "headers": raw}
+    exchange = Exchange(chunks(b'{"features": {}}'))
+    asyncio.run(Guard(inner, TokenCheck(TOKENS), LIMIT)(scope, exchange.receive, exchange.send))
+    assert seen[0][b"content-type"] == b"application/json"
+    assert seen[0][b"authorization"] == b"Bearer t-one"
+
+
+def test_an_empty_body_reaches_the_app_to_be_refused_there():
+    exchange, inner = call(headers=AUTH, messages=chunks(b""))
+    assert (exchange.status, inner.calls, inner.body) == (200, 1, b"")
+
+
+def test_an_answer_of_the_app_is_counted_by_its_status():
+    async def refusing(scope: dict, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 400, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    before = refused(400, "dataframe")
+    raw = [(b"authorization", b"Bearer t-one")]
+    scope = {"type": "http", "method": "POST", "path": "/predict/dataframe", "headers": raw}
+    exchange = Exchange(chunks(b"[]"))
+    asyncio.run(Guard(refusing, TokenCheck(TOKENS), LIMIT)(scope, exchange.receive, exchange.send))
+    assert exchange.status == 400
+    assert refused(400, "dataframe") == before + 1

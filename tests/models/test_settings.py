@@ -26,10 +26,10 @@ def test_prefixed_names_are_read(monkeypatch):
     monkeypatch.setenv("CHURN_API_TOKENS", "one, two,,")
     monkeypatch.setenv("CHURN_CORS_ORIGINS", "https://a.example,https://b.example")
     monkeypatch.setenv("CHURN_MAX_BODY_BYTES", "1000")
-    s = ServiceSettings.load()
+    s = ServiceSettings()
     assert s.redis_url == "redis://cache:6379/0"
     assert s.tokens == ["one", "two"]
-    assert s.origins == ["https://a.example", "https://b.example"]
+    assert s.cors_origins == ["https://a.example", "https://b.example"]
     assert s.max_body_bytes == 1000
 
 
@@ -37,7 +37,7 @@ def test_old_names_still_work_with_one_warning_each(monkeypatch, caplog):
     monkeypatch.setenv("REDIS_URL", "redis://old:6379/0")
     monkeypatch.setenv("API_TOKENS", "legacy")
     with caplog.at_level(logging.WARNING):
-        s = ServiceSettings.load()
+        s = ServiceSettings()
     assert (s.redis_url, s.tokens) == ("redis://old:6379/0", ["legacy"])
     warned = sorted(r.getMessage() for r in caplog.records)
     assert warned == [
@@ -50,14 +50,14 @@ def test_the_prefixed_name_wins_and_silences_the_warning(monkeypatch, caplog):
     monkeypatch.setenv("REDIS_URL", "redis://old:6379/0")
     monkeypatch.setenv("CHURN_REDIS_URL", "redis://new:6379/0")
     with caplog.at_level(logging.WARNING):
-        s = ServiceSettings.load()
+        s = ServiceSettings()
     assert s.redis_url == "redis://new:6379/0"
     assert caplog.records == []
 
 
 def test_tokens_are_secrets(monkeypatch):
     monkeypatch.setenv("CHURN_API_TOKENS", "s3cret-token")
-    s = ServiceSettings.load()
+    s = ServiceSettings()
     assert "s3cret-token" not in repr(s)
     assert "s3cret-token" not in str(s.model_dump())
 
@@ -65,7 +65,7 @@ def test_tokens_are_secrets(monkeypatch):
 def test_shared_settings_mean_the_same_to_every_entry_point(monkeypatch):
     monkeypatch.setenv("CHURN_AS_OF", "2026-06-30")
     monkeypatch.setenv("CHURN_MODEL_TAG", "churn_model:abc")
-    for settings in (SharedSettings(), ServiceSettings.load(), StreamSettings()):
+    for settings in (SharedSettings(), ServiceSettings(), StreamSettings()):
         assert settings.as_of_or_today() == date(2026, 6, 30)
         assert settings.tag() == "churn_model:abc"
 

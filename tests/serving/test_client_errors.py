@@ -4,24 +4,17 @@
 (tests/invalid.py); the log and the metric are read from a bento of this module's own.
 """
 
-import logging
 import re
-import sys
-from http import HTTPStatus
 from pathlib import Path
 
 import httpx
 import pytest
-from bentoml.exceptions import BentoMLException
-from pydantic import ValidationError
 
-from models.schema import PredictRequest
 from models.validation import describe
-from serving.client_errors import ClientErrorLog, Rejection, rewrite
 from tests.conftest import AS_OF
 from tests.invalid import JSON_CASES
 from tests.reliability.corpus import invalid_records, nested
-from tests.service.conftest import metric
+from tests.serving.conftest import metric
 from tests.support import Process, start_bento, wait_until
 
 RECORDS = invalid_records()
@@ -166,8 +159,7 @@ def test_bad_requests_log_one_info_line_each_and_are_counted(quiet_bento):
             for content in (INVALID_JSON, DEEP_ARRAY):
                 bad(path, content=content, headers={"content-type": "application/json"})
         bad("/predict/batch", json={"requests": MARKER})
-    # A future date is refused by the service's own code, which logs nothing.
-    logged = sum(sent.values()) - sum(c.code == "future_date" for c in JSON_CASES)
+    logged = sum(sent.values())
     wait_until(lambda: len(client_error_lines(quiet_bento.log)) >= logged, 30, "the log lines")
 
     text = quiet_bento.log.read_text()
@@ -198,78 +190,3 @@ def test_refusals_of_the_guard_are_counted(quiet_bento):
     assert resp.status_code == 413
     after = metric(quiet_bento.url, "churn_client_errors_total", endpoint="predict", status="413")
     assert after == before + 1
-
-
-# --- the filter alone: what stays loud --------------------------------------------------------
-# No request can make the served bento fail with a 5xx on purpose (that would be a bug to fix),
-# so what happens to a server error's record is checked on the filter itself.
-
-
-def from_http_request(body: bytes) -> PredictRequest:
-    """Stands for BentoML's reader of a request body (the filter recognises it by name)."""
-    return PredictRequest.model_validate_json(body)
-
-
-def filtered(raise_it) -> logging.LogRecord:
-    try:
-        raise_it()
-    except (RuntimeError, ValidationError, BentoMLException):
-        record = logging.LogRecord(
-            "bentoml._internal.server.http_app",
-            logging.ERROR,
-            __file__,
-            1,
-            "Exception on %s [%s]",
-            ("/predict", "POST"),
-            sys.exc_info(),
-        )
-    else:
-        raise AssertionError("nothing was raised")
-    assert ClientErrorLog().filter(record)
-    return record
-
-
-def test_a_server_error_keeps_its_error_line_and_traceback():
-    def bug() -> None:
-        raise RuntimeError("a bug")
-
-    record = filtered(bug)
-    assert record.levelno == logging.ERROR
-    assert "Traceback" in logging.Formatter().format(record)
-
-
-def test_a_validation_error_raised_by_our_own_code_stays_loud():
-    record = filtered(lambda: PredictRequest.model_validate({"features": {"age": -1}}))
-    assert record.levelno == logging.ERROR
-    assert record.exc_info is not None
-
-
-def test_a_body_refused_while_read_is_one_info_line():
-    record = filtered(lambda: from_http_request(b'{"features": {"age": -1, "income": 5}}'))
-    formatted = logging.Formatter("%(levelname)s %(message)s").format(record)
-    assert formatted == (
-        "INFO client error on /predict [POST]: 400 features.age: out_of_range; "
-        "features.purchase_history: missing; features.last_purchase_date: missing"
-    )
-
-
-def test_bentoml_errors_keep_their_level_by_status():
-    def refused(code: HTTPStatus):
-        def raise_it() -> None:
-            raise BentoMLException("some words", error_code=code)
-
-        return raise_it
-
-    record = filtered(refused(HTTPStatus.UNSUPPORTED_MEDIA_TYPE))
-    assert (record.levelno, record.getMessage(), record.exc_info) == (
-        logging.INFO,
-        "client error on /predict [POST]: 415 Unsupported Media Type",
-        None,
-    )
-    assert filtered(refused(HTTPStatus.SERVICE_UNAVAILABLE)).levelno == logging.ERROR
-
-
-def test_an_error_body_bentoml_words_itself_is_left_as_it_is():
-    body = b'[{"error": "bad input"}]'
-    assert rewrite(400, body, Rejection(400, note="Bad Request"), contract=True) == (400, body)
-    assert rewrite(400, body, None, contract=True) == (400, body)

@@ -12,9 +12,9 @@ from pydantic import ValidationError
 from models.contract import DATE_COLUMN, INPUT_COLUMNS
 from models.frames import ValidatedFrame, customer_ids, validate_frame
 from models.predict import Rejected, check_request
+from models.samples import record, request
 from models.schema import PredictRequest
 from models.validation import DateFieldError, parse_purchase_date
-from tests.factories import record, request
 from tests.invalid import CASES
 
 AS_OF = date(2026, 6, 30)

@@ -8,8 +8,8 @@ from scipy.special import logit
 from models.contract import FEATURES
 from models.explain import Reasons, explain, reference_values
 from models.predictor import ChurnPredictor
-from tests.unit import fitted
-from tests.unit.fitted import customers
+from tests.models import fitted
+from tests.models.fitted import customers
 
 
 def test_linear_contributions_add_up_to_the_logit(predictor):

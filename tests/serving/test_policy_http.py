@@ -19,10 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from models.contract import FEATURES
 from models.policy import MAX_IGNORED_LABELS
+from models.samples import request
 from serving.cache import KEY_PREFIX
 from tests.conftest import AS_OF
-from tests.factories import request
-from tests.service.conftest import customer, metric
+from tests.serving.conftest import customer, metric
 from tests.support import start_bento, wait_until
 
 SCORE_FIELDS = ("prediction", "churn_probability", "probability", "confidence_level")

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service.conftest import customer, metric
+from tests.serving.conftest import customer, metric
 from tests.support import Process, start_bento, start_redis, wait_until
 
 CLIENTS = 12
@@ -33,7 +33,7 @@ def own_redis(logs_dir: Path) -> Iterator[list[Process]]:
 def cached_bento(logs_dir, service_env, own_redis) -> Iterator[Process]:
     env = {
         **service_env,
-        "REDIS_URL": f"redis://127.0.0.1:{own_redis[0].port}/0",
+        "CHURN_REDIS_URL": f"redis://127.0.0.1:{own_redis[0].port}/0",
         "REDIS_TIMEOUT_SECONDS": "0.1",
         "REDIS_RETRY_SECONDS": "0.5",
     }

@@ -9,9 +9,9 @@ import pytest
 from models import records as records_module
 from models.predict import Rejected, check_request
 from models.records import check_records, records_frame
+from models.samples import event, record, records
 from tests.conftest import AS_OF
 from tests.expected import feature_matrix
-from tests.factories import event, record, records
 from tests.invalid import CASES
 
 

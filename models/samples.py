@@ -1,4 +1,4 @@
-"""Valid customers for the tests and the benchmarks, built in one place.
+"""Valid customers for tests, benchmarks and examples, built in one place.
 
     record(**overrides)        one flat valid record (the contract's input columns)
     records(n, prefix, start)  n flat valid records, varied features, distinct ids

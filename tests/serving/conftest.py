@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.factories import request
+from models.samples import request
 from tests.support import ROOT, Process, start_bento
 
 TOKENS = ("t-one", "t-two")
@@ -81,11 +81,11 @@ def production(logs_dir: Path, service_env: dict[str, str], redis_url: str) -> I
     """Two workers, the Redis cache, bearer tokens, one CORS origin and a small body limit."""
     env = {
         **service_env,
-        "REDIS_URL": redis_url,
-        "CACHE_TTL_SECONDS": str(CACHE_TTL_SECONDS),
-        "API_TOKENS": ",".join(TOKENS),
-        "CORS_ORIGINS": ORIGIN,
-        "MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+        "CHURN_REDIS_URL": redis_url,
+        "CHURN_CACHE_TTL_SECONDS": str(CACHE_TTL_SECONDS),
+        "CHURN_API_TOKENS": ",".join(TOKENS),
+        "CHURN_CORS_ORIGINS": ORIGIN,
+        "CHURN_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
         "BENTOML_CONFIG_OVERRIDES": '{"services": {"churn_service": {"workers": 2}}}',
     }
     proc = start_bento(logs_dir, env)
@@ -103,7 +103,7 @@ def rolled_back(
         **service_env,
         "BENTOML_HOME": two_versions.home,
         "CHURN_MODEL_TAG": two_versions.tags[0],
-        "REDIS_URL": redis_url,
+        "CHURN_REDIS_URL": redis_url,
     }
     proc = start_bento(logs_dir, env)
     yield proc

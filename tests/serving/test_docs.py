@@ -8,7 +8,7 @@ import httpx
 import pytest
 import schemathesis
 
-from tests.service.conftest import AUTH
+from tests.serving.conftest import AUTH
 
 TITLE = "Customer churn prediction"
 POSTS = ["/predict", "/predict/batch", "/predict/dataframe"]

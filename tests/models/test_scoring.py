@@ -17,9 +17,9 @@ from models.features import days_since_purchase, matrix_from_frame, matrix_from_
 from models.frames import validate_frame
 from models.predict import score_frame, score_requests, split_requests
 from models.predictor import ChurnPredictor, scores_from_probability
+from models.samples import records, request
 from models.schema import CustomerFeatures
 from tests.expected import confidence_level
-from tests.factories import records, request
 
 AS_OF = date(2026, 6, 30)
 

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from models.contract import FEATURES, MAX_BATCH_ITEMS
+from models.samples import record, request
 from tests.conftest import AS_OF
 from tests.expected import confidence_level, feature_matrix
-from tests.factories import record, request
 
 # Integer age and income, as a JSON client writes them (test_non_finite_numbers_are_a_400
 # rewrites the text `"age": 42`).
@@ -73,7 +73,7 @@ def field_of(resp: httpx.Response) -> list[str]:
         (with_feature(last_purchase_date="2026-07-01"), "last_purchase_date"),
         ({**GOOD, "customer_id": ""}, "customer_id"),
         # An absent id, an unusable priority and unknown fields are accepted (models.policy):
-        # tests/service/test_policy_http.py.
+        # tests/serving/test_policy_http.py.
     ],
 )
 def test_bad_predict_input_is_a_400_naming_the_field(client, body, field):

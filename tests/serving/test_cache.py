@@ -16,7 +16,7 @@ from models.contract import FEATURES
 from serving.cache import KEY_PREFIX, PredictionCache, cache_keys
 from serving.scoring import Scorer
 from tests.conftest import AS_OF
-from tests.service.conftest import CACHE_TTL_SECONDS, customer, metric
+from tests.serving.conftest import CACHE_TTL_SECONDS, customer, metric
 from tests.support import wait_until
 
 SAME_FIELDS = (

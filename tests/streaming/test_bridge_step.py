@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from kafka.errors import KafkaTimeoutError
 
+from models.samples import AS_OF, event
 from streaming import bridge as bridge_module
 from streaming.bridge import Bridge
 from streaming.messages import Message
 from streaming.metrics import BridgeMetrics
 from streaming.scorer import ScoringUnavailableError
 from streaming.settings import StreamSettings
-from tests.factories import AS_OF, event
 from tests.streaming.fakes import FakeClock, FakeConsumer, FakeProducer, consumer_record
 
 OUT, ERR = "predictions", "prediction-errors"
