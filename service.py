@@ -10,6 +10,7 @@ method, so every 400 is the service's own (docs/api.md).
 
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -29,14 +30,16 @@ from models.predict import (
     score_frame,
     split_requests,
 )
+from models.prediction import Predictions
 from models.predictor import ChurnPredictor
+from monitoring.log import PredictionLog
+from monitoring.records import Served, dated, frame_served
 from serving import bentoml_fixes, heap, metrics, responses
 from serving.app import routes
 from serving.bentoml_fixes import renders_errors
 from serving.cache import PredictionCache
 from serving.docs import DocsRoutes
 from serving.middleware import ServingMiddleware
-from serving.prediction_log import PredictionLog
 from serving.schema import ServedBatchResponse, ServedPrediction
 from serving.scoring import ProbabilityFn, Scorer
 from serving.settings import ServiceSettings
@@ -125,6 +128,10 @@ class ChurnEndpoints:
     async def close_prediction_log(self) -> None:
         await anyio.to_thread.run_sync(self.prediction_log.close)  # writes what is queued
 
+    @property
+    def tag(self) -> str:
+        return self.predictor.tag
+
     def __is_ready__(self) -> bool:
         return self.predictor.churn_probability(np.zeros((1, 4))).shape == (1,)
 
@@ -140,12 +147,13 @@ class ChurnEndpoints:
         if request.ignored_fields:
             metrics.record_ignored("predict", request.ignored_fields)
         matrix = matrix_from_records([request.features], as_of)
-        scores, cached = await self.scorer.score(matrix, as_of, self._churn_probability)
+        scores = await self.scorer.score(matrix, as_of, self._churn_probability)
         reasons = explain(self.predictor, matrix) if request.explain else None
-        response = responses.prediction(
-            request, scores, 0, bool(cached[0]), self.predictor.tag, started, None, reasons
-        )
-        self.prediction_log.predict(response, request, matrix, as_of)
+        predictions = Predictions([request.customer_id], matrix, scores, self.tag, as_of, reasons)
+        now = datetime.now(UTC)
+        response = responses.prediction(predictions, 0, request, started, now)
+        served = Served("predict", predictions, [response.request_id], dated([request]), now)
+        self.prediction_log.hand_over(served)
         return response
 
     @bentoml.api(route="/predict/batch")
@@ -160,16 +168,18 @@ class ChurnEndpoints:
         metrics.record_batch_size("batch", len(batch.requests))
         metrics.record_validation_failures("batch", (r.first.field for r in rejected))
         metrics.record_batch_ignored(batch.requests, valid, rejected)
-        scorer = self.prediction_log.tap(self.scorer.in_thread(as_of))
         requests = [r for _, r in valid]
         matrix = matrix_from_records([r.features for r in requests], as_of)
-        scores = scorer.score(matrix)
+        scores = self.scorer.in_thread(as_of).score(matrix)
         wanted = any(responses.wants_reasons(batch, r) for r in requests)
         reasons = explain(self.predictor, matrix) if wanted else None
-        response = responses.batch_response(
-            batch, valid, rejected, scores, scorer.cached, self.predictor.tag, started, reasons
-        )
-        self.prediction_log.batch(response, requests, scorer)
+        ids = [r.customer_id for r in requests]
+        predictions = Predictions(ids, matrix, scores, self.tag, as_of, reasons)
+        now = datetime.now(UTC)
+        response = responses.batch_response(batch, requests, rejected, predictions, started, now)
+        request_ids = [p.request_id for p in response.predictions]
+        served = Served("batch", predictions, request_ids, dated(requests), now, response.batch_id)
+        self.prediction_log.hand_over(served)
         return response
 
     @bentoml.api(route="/predict/dataframe")
@@ -178,14 +188,14 @@ class ChurnEndpoints:
         """Customers in (JSON records, flat columns), predictions out, with an `error` column per
         row; rows with a true `explain` column also get `reason_1..3` and `contribution_1..3`."""
         frame = frame_from_records(body)
-        scorer = self.prediction_log.tap(self.scorer.in_thread(self.settings.as_of_or_today()))
-        out = score_frame(scorer, frame, scorer.as_of, self.predictor)
+        scorer = self.scorer.in_thread(self.settings.as_of_or_today())
+        out, predictions = score_frame(scorer, frame, scorer.as_of, self.predictor)
         metrics.record_batch_size("dataframe", len(frame))
         metrics.record_ignored_columns(frame.columns)
         # A row's reason reads "field: message" (models.errors.FieldError.reason).
         reasons = out[ERROR_COLUMN].dropna()
         metrics.record_validation_failures("dataframe", (r.split(":", 1)[0] for r in reasons))
-        self.prediction_log.dataframe(frame, out, scorer)
+        self.prediction_log.hand_over(frame_served(frame, out, predictions))
         return out
 
 

@@ -13,7 +13,7 @@ one rejected row (its text kept in `source_text`), never a failed run.
 
 import glob
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,25 +58,44 @@ class Chunk:
     absent: dict[str, np.ndarray] | None = None  # JSON: rows lacking each contract field
 
 
-def resolve_inputs(patterns: list[str]) -> list[Path]:
-    """Files named directly, the supported files of a directory (sorted), or a glob's matches."""
+@dataclass(frozen=True, slots=True)
+class InputKind:
+    """What an entry point reads: `accepts` picks a directory's files (at any depth when
+    `recursive`); with `strict`, a named or matched file it does not accept is an error."""
+
+    description: str
+    accepts: Callable[[Path], bool]
+    recursive: bool = False
+    strict: bool = True
+
+
+BATCH_INPUTS = InputKind(
+    "/".join(FORMATS), lambda p: p.suffix.lower() in FORMATS, recursive=False, strict=True
+)
+
+
+def resolve_inputs(patterns: list[str], kind: InputKind = BATCH_INPUTS) -> list[Path]:
+    """Files named directly, the accepted files of a directory (sorted), or a glob's matches;
+    each file once, in the order given. The batch script's and the drift report's inputs."""
     found: list[Path] = []
     for pattern in patterns:
         path = Path(pattern)
         if path.is_dir():
-            matches = sorted(p for p in path.iterdir() if p.suffix.lower() in FORMATS)
+            files = path.rglob("*") if kind.recursive else path.iterdir()
+            matches = sorted(p for p in files if p.is_file() and kind.accepts(p))
             if not matches:
-                raise InputError(f"{pattern}: directory holds no {'/'.join(FORMATS)} files")
+                raise InputError(f"{pattern}: directory holds no {kind.description} files")
         elif path.is_file():
             matches = [path]
         elif glob.has_magic(pattern):
-            matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True))
+            named = map(Path, glob.glob(pattern, recursive=True))
+            matches = sorted(p for p in named if p.is_file())
             if not matches:
                 raise InputError(f"{pattern}: matches no file")
         else:
             raise InputError(f"{pattern}: no such file or directory")
         for match in matches:
-            if match.suffix.lower() not in FORMATS:
+            if kind.strict and not kind.accepts(match):
                 raise InputError(f"{match}: unsupported file type (use {', '.join(FORMATS)})")
             if match not in found:
                 found.append(match)

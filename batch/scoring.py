@@ -17,9 +17,10 @@ from models.contract import (
     INPUT_COLUMNS,
     PREDICTION_COLUMNS,
 )
-from models.explain import CONTRIBUTION_COLUMNS, REASON_COLUMNS, TOP_REASONS, Reasons, explain
+from models.explain import CONTRIBUTION_COLUMNS, REASON_COLUMNS, Reasons, explain
 from models.features import matrix_from_frame
 from models.frames import is_text, validate_frame
+from models.prediction import reason_columns
 from models.predictor import ChurnPredictor, Scores
 
 from .reader import TEXT, Chunk
@@ -233,10 +234,10 @@ def score_checked(
 
 def _with_reasons(predictions: pa.Table, reasons: Reasons) -> pa.Table:
     """The table with `reason_k` (feature name) and `contribution_k` (log-odds) columns."""
-    features, contributions = reasons.top(TOP_REASONS)
-    for k in range(TOP_REASONS):
-        name = pa.DictionaryArray.from_arrays(features[k], _FEATURE_TEXT)
-        predictions = predictions.append_column(REASON_FIELDS[2 * k], name)
-        value = pa.array(contributions[k], pa.float64())
-        predictions = predictions.append_column(REASON_FIELDS[2 * k + 1], value)
+    for field, values in zip(REASON_FIELDS, reason_columns(reasons).values(), strict=True):
+        if field.type == LABEL:
+            column = pa.DictionaryArray.from_arrays(values, _FEATURE_TEXT)
+        else:
+            column = pa.array(values, pa.float64())
+        predictions = predictions.append_column(field, column)
     return predictions

@@ -29,6 +29,7 @@ from pydantic_core import from_json, to_json
 from models.features import matrix_from_records
 from models.predict import Rejected, check_request
 from models.predictor import load_predictor
+from models.settings import SharedSettings
 from streaming.clients import ensure_topics, make_consumer, make_producer
 from streaming.messages import (
     NOT_JSON,
@@ -45,12 +46,19 @@ Score = Callable[[Message, date], dict[str, Any]]
 
 
 def in_process(model_tag: str | None) -> Score:
-    predictor = load_predictor(model_tag)
+    predictor = load_predictor(model_tag or SharedSettings().tag())
 
     def score(msg: Message, as_of: date) -> dict[str, Any]:
         assert msg.features is not None
-        row = predictor.score(msg.features[np.newaxis]).row(0)
-        return {"customer_id": msg.customer_id, **row, "model_version": predictor.tag}
+        s = predictor.score(msg.features[np.newaxis])
+        return {
+            "customer_id": msg.customer_id,
+            "prediction": int(s.prediction[0]),
+            "churn_probability": float(s.churn_probability[0]),
+            "probability": float(s.probability[0]),
+            "confidence_level": str(s.confidence_level[0]),
+            "model_version": predictor.tag,
+        }
 
     return score
 

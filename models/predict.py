@@ -10,13 +10,14 @@ import pandas as pd
 from pydantic import ValidationError
 from pydantic_core import to_json
 
-from models.contract import DATE_COLUMN, ERROR_COLUMN, FEATURES, ID_COLUMN, PREDICTION_COLUMNS
+from models.contract import DATE_COLUMN, ERROR_COLUMN, ID_COLUMN, PREDICTION_COLUMNS
 from models.errors import REQUEST, FieldError, InvalidInputError, Loc
-from models.explain import CONTRIBUTION_COLUMNS, REASON_COLUMNS, TOP_REASONS, explain
-from models.features import future_date_error, matrix_from_frame, matrix_from_records
+from models.explain import REASON_COLUMNS, explain
+from models.features import future_date_error, matrix_from_frame
 from models.frames import customer_ids, validate_frame
 from models.policy import customer_id_text
-from models.predictor import ChurnPredictor, MatrixScorer, Scores
+from models.prediction import FEATURE_NAMES, Predictions, reason_columns
+from models.predictor import ChurnPredictor, MatrixScorer
 from models.schema import BatchRequest, PredictRequest
 from models.validation import describe, field_errors_from_pydantic
 
@@ -105,20 +106,14 @@ def split_requests(
     return valid, rejected
 
 
-def score_requests(
-    predictor: MatrixScorer, requests: Sequence[PredictRequest], as_of: date
-) -> Scores:
-    """Scores of already-valid requests, in one `predict_proba` call."""
-    return predictor.score(matrix_from_records([r.features for r in requests], as_of))
-
-
 def score_frame(
     predictor: MatrixScorer,
     frame: pd.DataFrame,
     as_of: date,
     explainer: ChurnPredictor | None = None,
-) -> pd.DataFrame:
-    """`PREDICTION_COLUMNS` plus `error` for every row of `frame`, in input order.
+) -> tuple[pd.DataFrame, Predictions]:
+    """`PREDICTION_COLUMNS` plus `error` for every row of `frame`, in input order, and the
+    prediction record of its valid rows.
 
     Valid rows are scored in one call; invalid rows keep their `customer_id` (as given, an
     integer as its text), get null scores and the reason in `error`. Other columns are ignored.
@@ -129,7 +124,11 @@ def score_frame(
     matrix = matrix_from_frame(checked)
     scores = predictor.score(matrix)
     n, ok = len(frame), checked.valid
-    out = pd.DataFrame({ID_COLUMN: customer_ids(frame)})
+    ids = customer_ids(frame)
+    wanted = ok & _asks_for_reasons(frame)
+    reasons = explain(explainer, matrix) if explainer is not None and wanted.any() else None
+    predictions = Predictions(ids[ok].tolist(), matrix, scores, predictor.tag, as_of, reasons)
+    out = pd.DataFrame({ID_COLUMN: ids})
     out["prediction"] = pd.array(np.zeros(n, np.int64), dtype="Int64")
     out.loc[~ok, "prediction"] = pd.NA
     out.loc[ok, "prediction"] = scores.prediction
@@ -143,18 +142,14 @@ def score_frame(
     out["confidence_level"] = pd.Series(confidence, dtype=object)
     out[ERROR_COLUMN] = pd.Series(checked.errors, dtype=object)
     columns = [*PREDICTION_COLUMNS, ERROR_COLUMN]
-    wanted = ok & _asks_for_reasons(frame)
-    if explainer is not None and wanted.any():
-        features, contributions = explain(explainer, matrix).top(TOP_REASONS)
+    if reasons is not None:
         keep = wanted[ok]
-        for k, (name, value) in enumerate(zip(REASON_COLUMNS, CONTRIBUTION_COLUMNS, strict=True)):
-            names = np.full(n, None, object)
-            names[wanted] = np.array(FEATURES, object)[features[k][keep]]
-            values = np.full(n, np.nan)
-            values[wanted] = contributions[k][keep]
-            out[name], out[value] = pd.Series(names, dtype=object), values
-            columns += [name, value]
-    return out[columns]
+        for name, values in reason_columns(reasons).items():
+            full = np.full(n, None if name in REASON_COLUMNS else np.nan, object)
+            full[wanted] = FEATURE_NAMES[values[keep]] if name in REASON_COLUMNS else values[keep]
+            out[name] = pd.Series(full, dtype=object if name in REASON_COLUMNS else float)
+            columns.append(name)
+    return out[columns], predictions
 
 
 def _asks_for_reasons(frame: pd.DataFrame) -> np.ndarray:

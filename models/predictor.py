@@ -37,6 +37,7 @@ class Scores:
     churn_probability: np.ndarray  # float64, P(churn)
     probability: np.ndarray  # float64, P(predicted class)
     band: np.ndarray  # int8: index of each row's level in CONFIDENCE_LEVELS
+    cached: np.ndarray | None = None  # bool: rows the service's cache answered (None: no cache)
 
     def __len__(self) -> int:
         return len(self.prediction)
@@ -47,30 +48,27 @@ class Scores:
         asked for: the batch script writes `band` as a dictionary column and never needs it."""
         return _LEVEL_OBJECTS[self.band]
 
-    def row(self, i: int) -> dict[str, Any]:
-        return {
-            "prediction": int(self.prediction[i]),
-            "churn_probability": float(self.churn_probability[i]),
-            "probability": float(self.probability[i]),
-            "confidence_level": CONFIDENCE_LEVELS[self.band[i]],
-        }
-
 
 class MatrixScorer(Protocol):
     """What scores a feature matrix in one call: a `ChurnPredictor`, or the service's
     `serving.scoring.ThreadScorer` (the same predictor behind the cache and the metrics)."""
 
+    @property
+    def tag(self) -> str: ...
+
     def score(self, matrix: np.ndarray, /) -> Scores: ...
 
 
-def scores_from_probability(churn_probability: np.ndarray) -> Scores:
+def scores_from_probability(
+    churn_probability: np.ndarray, cached: np.ndarray | None = None
+) -> Scores:
     """Decision, class probability and confidence band from P(churn), per the contract."""
     prediction = (churn_probability >= DECISION_THRESHOLD).astype(np.int64)
     probability = np.where(prediction == 1, churn_probability, 1.0 - churn_probability)
     # Indices into the three levels: building one string per row cost more than predict_proba
     # itself on large batches.
     band = (probability >= MEDIUM_CONFIDENCE).astype(np.int8) + (probability >= HIGH_CONFIDENCE)
-    return Scores(prediction, churn_probability, probability, band)
+    return Scores(prediction, churn_probability, probability, band, cached)
 
 
 @dataclass(frozen=True, slots=True)

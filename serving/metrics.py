@@ -82,12 +82,6 @@ BATCH_SIZE = Histogram(
     ["endpoint"],
     buckets=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000],
 )
-PREDICTION_LOG_DROPPED = Counter(
-    "churn_prediction_log_dropped",
-    "Served predictions not written to the prediction log (CHURN_PREDICTION_LOG): its queue "
-    "was full, or the log was still writing when the service stopped",
-)
-
 # Anything else a client sends as a field name is counted as "other", so that a client
 # inventing names cannot create new time series.
 KNOWN_FIELDS = frozenset(

@@ -1,25 +1,16 @@
-"""Building the served responses from validated requests and their scores."""
+"""The served answers: the prediction record (`models.prediction.Predictions`) as the JSON
+endpoints give it, with what each answer adds (request id, timing, whether it was cached)."""
 
-import os
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
-
-import numpy as np
+from datetime import datetime
 
 from models.contract import FEATURES
-from models.explain import Reasons
 from models.predict import Rejected
-from models.predictor import Scores
+from models.prediction import Predictions, new_request_ids
 from models.schema import BatchRequest, ItemError, PredictRequest
 from serving.schema import ServedBatchResponse, ServedPrediction
-
-
-def new_request_ids(n: int) -> list[str]:
-    """n random (version 4) UUIDs from one read of the OS's random source, not n reads."""
-    pool = os.urandom(16 * n)
-    return [str(uuid.UUID(bytes=pool[16 * i : 16 * i + 16], version=4)) for i in range(n)]
 
 
 def wants_reasons(batch: BatchRequest, request: PredictRequest) -> bool:
@@ -27,55 +18,41 @@ def wants_reasons(batch: BatchRequest, request: PredictRequest) -> bool:
 
 
 def prediction(
-    request: PredictRequest,
-    scores: Scores,
+    predictions: Predictions,
     i: int,
-    cached: bool,
-    model_version: str,
+    request: PredictRequest,
     started: float,
+    scored_at: datetime,
     request_id: str | None = None,
-    reasons: Reasons | None = None,
+    with_reasons: bool = True,
 ) -> ServedPrediction:
-    """The answer for `request`: row `i` of `scores` and, when given, of `reasons`."""
+    """The answer for `request`, customer `i` of `predictions`."""
     return ServedPrediction(
-        customer_id=request.customer_id,
-        **scores.row(i),
-        **(reasons.row(i) if reasons is not None else {}),
-        model_version=model_version,
+        **predictions.row(i, with_reasons),
         request_id=request.request_id or request_id or str(uuid.uuid4()),
         processing_time=time.perf_counter() - started,
-        timestamp=datetime.now(UTC),
+        timestamp=scored_at,
         features_used=list(FEATURES),
-        cached=cached,
+        cached=bool(predictions.cached[i]),
     )
 
 
 def batch_response(
     batch: BatchRequest,
-    valid: Sequence[tuple[int, PredictRequest]],
+    requests: Sequence[PredictRequest],
     rejected: Sequence[Rejected],
-    scores: Scores,
-    cached: np.ndarray,
-    model_version: str,
+    predictions: Predictions,
     started: float,
-    reasons: Reasons | None = None,
+    scored_at: datetime,
 ) -> ServedBatchResponse:
-    """`reasons`: of every valid item; given to those that asked (`wants_reasons`)."""
-    ids = new_request_ids(len(valid))
+    """`requests`: the valid items, in the order of `predictions`; each gets its reasons when
+    it or the batch asked (`wants_reasons`)."""
+    ids = new_request_ids(len(requests))
     return ServedBatchResponse(
         batch_id=batch.batch_id or str(uuid.uuid4()),
         predictions=[
-            prediction(
-                r,
-                scores,
-                i,
-                bool(cached[i]),
-                model_version,
-                started,
-                ids[i],
-                reasons if wants_reasons(batch, r) else None,
-            )
-            for i, (_, r) in enumerate(valid)
+            prediction(predictions, i, r, started, scored_at, ids[i], wants_reasons(batch, r))
+            for i, r in enumerate(requests)
         ],
         errors=[
             ItemError(
@@ -87,8 +64,8 @@ def batch_response(
             )
             for r in rejected
         ],
-        total_processed=len(batch.requests),
-        success_count=len(valid),
+        total_processed=len(requests) + len(rejected),
+        success_count=len(requests),
         error_count=len(rejected),
         processing_time=time.perf_counter() - started,
     )

@@ -29,8 +29,8 @@ class Scorer:
 
     async def score(
         self, matrix: np.ndarray, as_of: date, probability: ProbabilityFn | None = None
-    ) -> tuple[Scores, np.ndarray]:
-        """Scores of every row, and which rows came from the cache."""
+    ) -> Scores:
+        """Scores of every row, with which rows came from the cache (`Scores.cached`)."""
         probability = probability or self.inline
         cached = np.zeros(len(matrix), bool)
         if self.cache is None or len(matrix) == 0:
@@ -42,9 +42,9 @@ class Scorer:
                 missing = ~cached
                 churn[missing] = await probability(matrix[missing])
                 await self.cache.set_many(missed(keys, missing), churn[missing])
-        scores = scores_from_probability(churn)
+        scores = scores_from_probability(churn, cached)
         metrics.record_scores(self.predictor.tag, scores)
-        return scores, cached
+        return scores
 
     def in_thread(self, as_of: date) -> "ThreadScorer":
         return ThreadScorer(self, as_of)
@@ -65,30 +65,33 @@ def missed(keys: list[str], missing: np.ndarray) -> list[str]:
 class ThreadScorer:
     """`Scorer` for code in a worker thread that calls `predictor.score(matrix)`.
 
-    `models.predict.score_requests` and `score_frame` take any `MatrixScorer` (a predictor, or
-    this); handing them this object puts the cache and the metrics in their path without a
-    second copy of their logic. `cached` tells which rows of the last call were cache hits.
+    `models.predict.score_frame` takes any `MatrixScorer` (a predictor, or this); handing it
+    this object puts the cache and the metrics in its path without a second copy of its logic.
     """
 
     def __init__(self, scorer: Scorer, as_of: date) -> None:
         self.scorer = scorer
         self.as_of = as_of
-        self.cached = np.zeros(0, bool)
+
+    @property
+    def tag(self) -> str:
+        return self.scorer.predictor.tag
 
     def score(self, matrix: np.ndarray) -> Scores:
         """As `Scorer.score`, with every per-row step (hashing the keys, the model, the
         metrics) here in the worker thread: only the Redis round trips run on the event loop,
         so a 1,000-row request does not stall the /predict calls sharing it."""
         predictor, cache = self.scorer.predictor, self.scorer.cache
+        cached = np.zeros(len(matrix), bool)
         if cache is None or len(matrix) == 0:
-            churn, self.cached = predictor.churn_probability(matrix), np.zeros(len(matrix), bool)
+            churn = predictor.churn_probability(matrix)
         else:
             keys = cache_keys(predictor.tag, self.as_of, matrix)
-            self.cached, churn = from_cache(anyio.from_thread.run(cache.get_many, keys))
-            if not self.cached.all():
-                missing = ~self.cached
+            cached, churn = from_cache(anyio.from_thread.run(cache.get_many, keys))
+            if not cached.all():
+                missing = ~cached
                 churn[missing] = predictor.churn_probability(matrix[missing])
                 anyio.from_thread.run(cache.set_many, missed(keys, missing), churn[missing])
-        scores = scores_from_probability(churn)
+        scores = scores_from_probability(churn, cached)
         metrics.record_scores(predictor.tag, scores)
         return scores

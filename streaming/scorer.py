@@ -21,9 +21,10 @@ import numpy as np
 from bentoml.exceptions import BentoMLException
 from pydantic_core import from_json, to_json
 
-from models.contract import FEATURES, ID_COLUMN
+from models.contract import FEATURES
 from models.errors import ChurnError
 from models.explain import explain
+from models.prediction import Predictions
 from models.predictor import ChurnPredictor, load_predictor
 from streaming.messages import REASON_FIELDS, RESULT_FIELDS, Message, Problem
 from streaming.settings import StreamSettings
@@ -218,17 +219,11 @@ class InProcessScorer:
             raise ValueError("only valid messages can be scored")
         # Checked and computed as of the batch's date when the messages were decoded.
         matrix = np.vstack(rows) if rows else np.empty((0, len(FEATURES)))
-        scores = self.predictor.score(matrix)
         reasons = explain(self.predictor, matrix) if self.explain else None
-        return [
-            {
-                ID_COLUMN: m.customer_id,
-                **scores.row(i),
-                "model_version": self.predictor.tag,
-                **(reasons.row(i) if reasons is not None else {}),
-            }
-            for i, m in enumerate(messages)
-        ]
+        ids = [m.customer_id for m in messages]
+        scored = Predictions(ids, matrix, self.predictor.score(matrix), self.predictor.tag,
+                             as_of, reasons)  # fmt: skip
+        return [scored.row(i) for i in range(len(messages))]
 
     def close(self) -> None:
         """Nothing to release: the model lives as long as the process."""

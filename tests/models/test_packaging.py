@@ -1,6 +1,7 @@
 """bentofile.yaml and pyproject.toml cannot drift apart.
 
-The bento carries only the files bentofile.yaml includes (service.py, models/, serving/), so its
+The bento carries only the files bentofile.yaml includes (service.py, models/, serving/, the
+prediction log of monitoring/), so its
 `python.packages` must be exactly the [project] dependencies those files import (bentoml itself
 excluded: the image installs it), with the same version specifiers as pyproject.toml.
 """
@@ -16,7 +17,16 @@ import yaml
 
 from tests.support import ROOT
 
-FIRST_PARTY = {"models", "serving", "batch", "streaming", "service", "benchmarks", "tests"}
+FIRST_PARTY = {
+    "models",
+    "serving",
+    "monitoring",
+    "batch",
+    "streaming",
+    "service",
+    "benchmarks",
+    "tests",
+}
 PROVIDED = {"bentoml"}  # installed by the bento's image itself
 
 

@@ -15,7 +15,8 @@ from models.contract import (
 )
 from models.features import days_since_purchase, matrix_from_frame, matrix_from_records
 from models.frames import validate_frame
-from models.predict import score_frame, score_requests, split_requests
+from models.predict import score_frame, split_requests
+from models.prediction import Predictions
 from models.predictor import ChurnPredictor, scores_from_probability
 from models.samples import records, request
 from models.schema import CustomerFeatures
@@ -47,7 +48,7 @@ def test_n_customers_cost_one_predict_proba_call():
     model = CountingModel()
     predictor = ChurnPredictor(model, Identity(), "churn_model:test", {})
     valid, rejected = split_requests([request(r) for r in records(250)], AS_OF)
-    scores = score_requests(predictor, [r for _, r in valid], AS_OF)
+    scores = predictor.score(matrix_from_records([r.features for _, r in valid], AS_OF))
     assert (len(scores), len(rejected), model.calls) == (250, 0, 1)
 
 
@@ -85,9 +86,11 @@ def test_record_and_frame_paths_build_the_same_matrix():
     ],
 )
 def test_decision_and_confidence_bands(p, prediction, probability, level):
-    s = scores_from_probability(np.array([p]))
+    s = Predictions(["c-1"], np.zeros((1, 4)), scores_from_probability(np.array([p])), "m", AS_OF)
     assert s.row(0) == pytest.approx(
         {
+            "customer_id": "c-1",
+            "model_version": "m",
             "prediction": prediction,
             "churn_probability": p,
             "probability": probability,
@@ -99,7 +102,7 @@ def test_decision_and_confidence_bands(p, prediction, probability, level):
 def test_score_frame_reports_every_row_in_order(predictor):
     flat = records(5)
     flat[2]["income"] = -1
-    out = score_frame(predictor, pd.DataFrame(flat), AS_OF)
+    out, _ = score_frame(predictor, pd.DataFrame(flat), AS_OF)
     assert list(out.columns) == [*PREDICTION_COLUMNS, "error"]
     assert out["customer_id"].tolist() == [f"c-{i}" for i in range(5)]
     assert out["error"].tolist() == [None, None, "income: must be >= 0", None, None]
@@ -190,7 +193,8 @@ def test_confidence_levels_at_and_around_every_threshold():
     expected = [level for _, level in BANDS]
     scores = scores_from_probability(p)
     assert scores.confidence_level.tolist() == expected
-    assert [scores.row(i)["confidence_level"] for i in range(len(p))] == expected
+    scored = Predictions([None] * len(p), np.zeros((len(p), 4)), scores, "m", AS_OF)
+    assert [scored.row(i)["confidence_level"] for i in range(len(p))] == expected
     assert [confidence_level(float(x)) for x in p] == expected
 
 

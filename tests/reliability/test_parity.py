@@ -23,7 +23,7 @@ def corpus() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def reference(predictor, corpus) -> pd.DataFrame:
-    out = score_frame(predictor, pd.DataFrame(corpus), AS_OF)
+    out, _ = score_frame(predictor, pd.DataFrame(corpus), AS_OF)
     assert out["error"].isna().all(), out["error"].dropna().head()
     return out.set_index(ID_COLUMN)
 

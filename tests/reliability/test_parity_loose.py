@@ -57,7 +57,7 @@ def twins() -> tuple[list[dict], list[dict]]:
 
 @pytest.fixture(scope="module")
 def reference(predictor, twins) -> pd.DataFrame:
-    out = score_frame(predictor, pd.DataFrame(twins[0]), AS_OF)
+    out, _ = score_frame(predictor, pd.DataFrame(twins[0]), AS_OF)
     assert out["error"].isna().all()
     return out.set_index(ID_COLUMN)
 

@@ -29,7 +29,7 @@ def corpus() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def reference(predictor, corpus) -> pd.DataFrame:
-    return score_frame(predictor, pd.DataFrame(corpus), AS_OF).set_index(ID_COLUMN)
+    return score_frame(predictor, pd.DataFrame(corpus), AS_OF)[0].set_index(ID_COLUMN)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def expected_reasons(predictor) -> list[str]:
     """The reason of each invalid record on the column-wise path (the HTTP tests tie the
     per-record path to it)."""
     frame = pd.DataFrame([record for record, _ in invalid_records()])
-    reasons = score_frame(predictor, frame, AS_OF)["error"].tolist()
+    reasons = score_frame(predictor, frame, AS_OF)[0]["error"].tolist()
     assert all(reasons)
     return reasons
 

@@ -107,7 +107,7 @@ def cached_score(predictor, redis_url: str, matrix: np.ndarray, as_of: date, ttl
     async def run() -> np.ndarray:
         cache = PredictionCache(redis_url, ttl, timeout=1.0, retry_seconds=0)
         try:
-            _, cached = await Scorer(predictor, cache).score(matrix, as_of)
+            cached = (await Scorer(predictor, cache).score(matrix, as_of)).cached
         finally:
             await cache.close()
         return cached
@@ -142,8 +142,9 @@ def test_hits_are_bit_identical_to_fresh_scores(predictor, redis_url):
         cache = PredictionCache(redis_url, 60, timeout=1.0, retry_seconds=0)
         scorer = Scorer(predictor, cache)
         try:
-            first, _ = await scorer.score(matrix, AS_OF)
-            second, cached = await scorer.score(matrix, AS_OF)
+            first = await scorer.score(matrix, AS_OF)
+            second = await scorer.score(matrix, AS_OF)
+            cached = second.cached
         finally:
             await cache.close()
         assert cached.all()

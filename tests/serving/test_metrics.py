@@ -73,12 +73,14 @@ def test_cache_results_are_counted(authed, production):
 def test_every_metric_is_documented_in_the_monitoring_docs():
     from pathlib import Path
 
+    from monitoring import log
     from serving import metrics
 
     readme = (Path(__file__).resolve().parents[2] / "docs" / "monitoring.md").read_text()
     names = [
         m._name
-        for m in vars(metrics).values()
+        for module in (metrics, log)
+        for m in vars(module).values()
         if hasattr(m, "_name") and hasattr(m, "_documentation")
     ]
     assert names

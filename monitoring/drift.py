@@ -2,7 +2,7 @@
 prediction-log files (CHURN_PREDICTION_LOG, docs/monitoring.md) or of the Kafka bridge's
 results dumped to JSON lines.
 
-    python -m batch.drift PATH... --output DIR [--since ISO] [--until ISO] [--model TAG]
+    python -m monitoring.drift PATH... --output DIR [--since ISO] [--until ISO] [--model TAG]
         [--fail-on-anomaly] [--overwrite] [--quiet]
 
 PATH is a file, a directory (its prediction-log files `data.*.log*`, rotated ones included, and
@@ -18,15 +18,11 @@ Exit codes: 0 done, 1 failed, 2 bad usage or unreadable input, 3 anomalies (--fa
 """
 
 import argparse
-import fnmatch
-import glob
 import json
 import logging
-import math
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,40 +30,34 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from batch.duplicates import DuplicateCounter
+from batch.html import render_html
+from batch.output import REPORT_HTML, REPORT_JSON, check_target, staged_output
+from batch.predict import run_command
+from batch.reader import InputError, resolve_inputs
+from batch.report import Stats, build_report, drift_edges
 from models.contract import FEATURES, ID_COLUMN
 from models.errors import ModelUnavailableError
 from models.predictor import scores_from_probability
 from models.settings import SharedSettings
-
-from .duplicates import DuplicateCounter
-from .html import render_html
-from .output import REPORT_HTML, REPORT_JSON, check_target, staged_output
-from .predict import run_command
-from .reader import InputError
-from .report import Stats, build_report, drift_edges
+from monitoring.reading import (
+    LOG_INPUTS,
+    Chunk,
+    Selection,
+    lines,
+    problem,
+    utc,
+)
 
 log = logging.getLogger("batch")
 
-# BentoML's monitor data files (`data.<worker>.log`, rotated: `data.<worker>.log.<date>`) and
-# JSON-lines dumps; its schema files (`schema.<worker>.log`) are not records.
-LOG_FILE_PATTERN = "data.*.log*"
-JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 CHUNK_ROWS = 64 * 1024
-TIME_FIELDS = ("scored_at", "timestamp")  # the prediction log's, else the bridge results'
-PROBABILITY = "churn_probability"
-MODEL_FIELD = "model_version"
 TITLE = "Churn drift report: served traffic"
-
-
-def _utc(text: str) -> datetime:
-    """An ISO 8601 date or datetime (a trailing Z allowed); naive means UTC."""
-    moment = datetime.fromisoformat(text)
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _moment(text: str) -> datetime:
     try:
-        return _utc(text)
+        return utc(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 date or datetime") from None
 
@@ -93,155 +83,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _is_record_file(path: Path) -> bool:
-    return fnmatch.fnmatch(path.name, LOG_FILE_PATTERN) or path.suffix.lower() in JSON_SUFFIXES
-
-
-def resolve_paths(patterns: list[str]) -> list[Path]:
-    """Files named directly (any name), the record files under a directory, a glob's files."""
-    found: list[Path] = []
-    for pattern in patterns:
-        path = Path(pattern)
-        if path.is_dir():
-            matches = sorted(p for p in path.rglob("*") if p.is_file() and _is_record_file(p))
-            if not matches:
-                raise InputError(
-                    f"{pattern}: directory holds no prediction-log ({LOG_FILE_PATTERN}) or "
-                    f"{'/'.join(JSON_SUFFIXES)} files"
-                )
-        elif path.is_file():
-            matches = [path]
-        elif glob.has_magic(pattern):
-            matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True))
-            matches = [p for p in matches if p.is_file()]
-            if not matches:
-                raise InputError(f"{pattern}: matches no file")
-        else:
-            raise InputError(f"{pattern}: no such file or directory")
-        found += [m for m in matches if m not in found]
-    return found
-
-
-def _lines(path: Path) -> Iterator[tuple[dict[str, Any] | None, str | None]]:
-    """(record, None) per JSON-object line, or (None, why not) per other non-blank line."""
-    try:
-        with path.open("rb") as lines:
-            for line in lines:
-                if not line.strip():
-                    continue
-                try:
-                    value = json.loads(line)
-                except ValueError:
-                    yield None, "record: is not valid JSON"
-                    continue
-                if isinstance(value, dict):
-                    yield value, None
-                else:
-                    yield None, "record: must be a JSON object"
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc}") from exc
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _problem(record: dict[str, Any]) -> str | None:
-    """Why a record cannot be counted as a prediction, or None."""
-    p = record.get(PROBABILITY)
-    if p is None:
-        return f"{PROBABILITY}: is missing"
-    if not _number(p) or not 0.0 <= p <= 1.0:
-        return f"{PROBABILITY}: must be a number between 0 and 1"
-    for name in FEATURES:
-        value = record.get(name)
-        if value is not None and not _number(value):
-            return f"{name}: must be a number"
-    return None
-
-
-@dataclass
-class Selection:
-    """Which records count: a time window and one model version (fixed by --model, else by
-    the first record that names one)."""
-
-    since: datetime | None
-    until: datetime | None
-    model: str | None
-    fixed: bool
-    outside_window: int = 0
-    other_model: int = 0
-    other_models: set[str] = field(default_factory=set)
-    first: datetime | None = None
-    last: datetime | None = None
-
-    def keep(self, record: dict[str, Any]) -> bool:
-        """Whether `record` counts; the skipped ones are tallied."""
-        moment = self._time(record)
-        if moment is None:
-            if self.since or self.until:
-                self.outside_window += 1
-                return False
-        elif (self.since and moment < self.since) or (self.until and moment >= self.until):
-            self.outside_window += 1
-            return False
-        version = record.get(MODEL_FIELD)
-        if isinstance(version, str) and version != self.model:
-            if self.model is None and not self.fixed:
-                self.model = version
-            else:
-                self.other_model += 1
-                self.other_models.add(version)
-                return False
-        if moment is not None:
-            self.first = moment if self.first is None else min(self.first, moment)
-            self.last = moment if self.last is None else max(self.last, moment)
-        return True
-
-    @staticmethod
-    def _time(record: dict[str, Any]) -> datetime | None:
-        for name in TIME_FIELDS:
-            text = record.get(name)
-            if isinstance(text, str):
-                try:
-                    return _utc(text)
-                except ValueError:
-                    return None
-        return None
-
-
-class _Chunk:
-    """Counted records of one file, gathered column by column until `flush`."""
-
-    def __init__(self) -> None:
-        self.probability: list[float] = []
-        self.ids: list[str] = []
-        self.features: dict[str, list[float]] = {name: [] for name in FEATURES}
-        self.reasons: list[str] = []
-        self.as_of: set[str] = set()
-
-    def __len__(self) -> int:
-        return len(self.probability) + len(self.reasons)
-
-    def add(self, record: dict[str, Any]) -> None:
-        self.probability.append(float(record[PROBABILITY]))
-        cid = record.get(ID_COLUMN)
-        if cid is not None:
-            self.ids.append(str(cid))
-        for name in FEATURES:
-            value = record.get(name)
-            if value is not None:
-                self.features[name].append(float(value))
-        as_of = record.get("as_of")
-        if isinstance(as_of, str):
-            self.as_of.add(as_of)
-
-
 class Tally:
     """The run's statistics, fed a file's chunks at a time."""
 
-    def __init__(self, selection: Selection, workdir: Path) -> None:
+    def __init__(self, selection: Selection, workdir: Path, default_model: str) -> None:
         self.selection = selection
+        self.default_model = default_model  # when no record names its model
         self.stats = Stats()
         self.dupes = DuplicateCounter(workdir)
         self.metadata: dict[str, Any] | None = None
@@ -250,22 +97,22 @@ class Tally:
         self.rows_with_features = dict.fromkeys(FEATURES, 0)
 
     def read(self, path: Path) -> None:
-        chunk = _Chunk()
-        for record, problem in _lines(path):
+        chunk = Chunk()
+        for record, why in lines(path):
             if record is not None:
                 if not self.selection.keep(record):
                     continue
-                problem = _problem(record)
-                if problem is None:
+                why = problem(record)
+                if why is None:
                     chunk.add(record)
-            if problem is not None:
-                chunk.reasons.append(problem)
+            if why is not None:
+                chunk.reasons.append(why)
             if len(chunk) >= CHUNK_ROWS:
                 self._flush(str(path), chunk)
-                chunk = _Chunk()
+                chunk = Chunk()
         self._flush(str(path), chunk, always=True)
 
-    def _flush(self, source: str, chunk: _Chunk, always: bool = False) -> None:
+    def _flush(self, source: str, chunk: Chunk, always: bool = False) -> None:
         if not len(chunk) and not always:
             return
         if self.metadata is None and chunk.probability:
@@ -281,7 +128,7 @@ class Tally:
 
     def _load_profile(self) -> None:
         """The training profile of the report's model (the first counted record fixed it)."""
-        tag = self.selection.model or SharedSettings().tag()
+        tag = self.selection.model or self.default_model
         self.selection.model = tag
         self.metadata = model_metadata(tag)[1]
         self.edges = drift_edges(self.metadata)
@@ -307,11 +154,11 @@ def _ids(paths: list[Path], selection: Selection) -> Iterator[pa.Array]:
     for path in paths:
         ids = [
             str(r[ID_COLUMN])
-            for r, _ in _lines(path)
+            for r, _ in lines(path)
             if r is not None
             and r.get(ID_COLUMN) is not None
             and selection.keep(r)
-            and _problem(r) is None
+            and problem(r) is None
         ]
         yield pa.array(ids, pa.large_string())
 
@@ -327,12 +174,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.since and args.until and args.since >= args.until:
         raise InputError("--since must be before --until")
     check_target(args.output, args.overwrite)
-    paths = resolve_paths(args.paths)
+    paths = resolve_inputs(args.paths, LOG_INPUTS)
     model, metadata = model_metadata(args.model) if args.model else (None, None)
     selection = Selection(args.since, args.until, model, fixed=model is not None)
     started_at, started = datetime.now(UTC), time.perf_counter()
     with staged_output(args.output, args.overwrite) as staging:
-        tally = Tally(selection, staging / "_duplicates")
+        tally = Tally(selection, staging / "_duplicates", SharedSettings().tag())
         if metadata is not None:
             tally.metadata, tally.edges = metadata, drift_edges(metadata)
         for path in paths:

@@ -1,5 +1,5 @@
 """The prediction log (CHURN_PREDICTION_LOG): the writer thread's queue with fake writers, and a
-served run whose log `python -m batch.drift` turns into a report counting exactly what was
+served run whose log `python -m monitoring.drift` turns into a report counting exactly what was
 served, with the batch script's drift for the same customers."""
 
 import json
@@ -7,7 +7,6 @@ import logging
 import subprocess
 import sys
 import threading
-import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -18,10 +17,11 @@ from prometheus_client import REGISTRY
 
 from batch.predict import main as batch_main
 from models.features import matrix_from_records
+from models.prediction import Predictions
 from models.predictor import scores_from_probability
 from models.schema import PredictRequest
-from serving import responses
-from serving.prediction_log import NAMES, NoPredictionLog, PredictionLog
+from monitoring.log import NoPredictionLog, PredictionLog
+from monitoring.records import NAMES, Served, dated
 from tests.conftest import AS_OF
 from tests.support import ROOT, start_bento, wait_until
 
@@ -32,8 +32,8 @@ def dropped_metric() -> float:
     return REGISTRY.get_sample_value(DROPPED) or 0.0
 
 
-def served(i: int) -> tuple:
-    """A hand-over of /predict for customer i: (response, request, matrix, as_of)."""
+def served(i: int) -> Served:
+    """What /predict hands over for customer i."""
     request = PredictRequest.model_validate(
         {
             "customer_id": f"u-{i}",
@@ -47,8 +47,9 @@ def served(i: int) -> tuple:
     )
     matrix = matrix_from_records([request.features], AS_OF)
     scores = scores_from_probability(np.array([0.01 * (i % 100)]))
-    response = responses.prediction(request, scores, 0, False, "churn_model:test", 0.0)
-    return response, request, matrix, AS_OF
+    predictions = Predictions([request.customer_id], matrix, scores, "churn_model:test", AS_OF)
+    now = datetime.now(UTC)
+    return Served("predict", predictions, [f"r-{i}"], dated([request]), now)
 
 
 class FakeWriter:
@@ -75,9 +76,7 @@ class FakeWriter:
 
 def test_off_is_a_no_op():
     log = NoPredictionLog()
-    scorer = object()
-    assert log.tap(scorer) is scorer
-    log.predict(*served(0))
+    log.hand_over(served(0))
     assert log.flush(0) is True
     log.close()
 
@@ -89,14 +88,12 @@ def test_overflow_drops_counts_and_warns_once_without_blocking(caplog):
     before = dropped_metric()
     try:
         first = served(0)
-        log.predict(*first)
+        log.hand_over(first)
         assert writer.entered.wait(10)  # the writer holds row 0 and waits at the gate
         handed = [served(i) for i in range(1, 11)]
-        caplog.set_level(logging.WARNING, logger="serving.prediction_log")
-        started = time.perf_counter()
+        caplog.set_level(logging.WARNING, logger="monitoring.log")
         for item in handed:
-            log.predict(*item)
-        assert time.perf_counter() - started < 1.0  # a full queue never blocks a request
+            log.hand_over(item)  # returns at once: the writer is blocked, and nothing waits
         assert log.dropped == 6  # 5 rows fit: row 0 (being written) and rows 1-4
         assert dropped_metric() - before == 6
         warnings = [r for r in caplog.records if "dropping predictions" in r.getMessage()]
@@ -104,7 +101,7 @@ def test_overflow_drops_counts_and_warns_once_without_blocking(caplog):
     finally:
         writer.gate.set()
     assert log.flush(10)
-    assert writer.ids == [x[0].request_id for x in [first, *handed[:4]]]
+    assert writer.ids == [x.request_ids[0] for x in [first, *handed[:4]]]
     assert log.written == 5
     log.close()
     assert not log._thread.is_alive()
@@ -115,18 +112,19 @@ def test_queued_hand_overs_are_written_together_in_order():
     writer.gate.clear()
     log = PredictionLog(writer)
     items = [served(i) for i in range(20)]
-    log.predict(*items[0])
+    log.hand_over(items[0])
     assert writer.entered.wait(10)
     for item in items[1:]:
-        log.predict(*item)
+        log.hand_over(item)
     writer.gate.set()
     assert log.flush(10)
     log.close()
     assert [len(c["prediction_request_id"]) for c in writer.calls] == [1, 19]
-    assert writer.ids == [x[0].request_id for x in items]
+    assert writer.ids == [x.request_ids[0] for x in items]
     assert set(writer.calls[0]) == set(NAMES)
     row = {name: writer.calls[0][name][0] for name in NAMES}
-    assert row["churn_probability"] == items[0][0].churn_probability
+    assert row["churn_probability"] == 0.0
+    assert row["customer_id"] == "u-0"
     assert row["age"] == 30.0
     assert row["days_since_purchase"] == float((AS_OF - date(2026, 6, 1)).days)
     assert row["last_purchase_date"] == "2026-06-01"
@@ -134,14 +132,25 @@ def test_queued_hand_overs_are_written_together_in_order():
     assert datetime.fromisoformat(row["scored_at"]).tzinfo == UTC
 
 
+def test_the_writer_waits_for_more_only_until_the_block_is_full():
+    # A block of max_block_rows is written at once, whatever the linger (an hour here).
+    writer = FakeWriter()
+    log = PredictionLog(writer, max_block_rows=3, linger_s=3600)
+    for i in range(3):
+        log.hand_over(served(i))
+    assert log.flush(30)
+    log.close()
+    assert [len(c["prediction_request_id"]) for c in writer.calls] == [3]
+
+
 def test_a_failed_write_is_counted_and_the_writer_goes_on(caplog):
     writer = FakeWriter(fail_on={1})
-    log = PredictionLog(writer)
+    log = PredictionLog(writer, linger_s=0)
     before = dropped_metric()
-    caplog.set_level(logging.ERROR, logger="serving.prediction_log")
-    log.predict(*served(0))
+    caplog.set_level(logging.ERROR, logger="monitoring.log")
+    log.hand_over(served(0))
     assert log.flush(10)
-    log.predict(*served(1))
+    log.hand_over(served(1))
     assert log.flush(10)
     log.close()
     assert (log.dropped, log.written) == (1, 1)
@@ -155,12 +164,19 @@ def test_close_writes_what_is_queued_and_refuses_later_hand_overs():
     log = PredictionLog(writer)
     items = [served(i) for i in range(5)]
     for item in items:
-        log.predict(*item)
-    threading.Timer(0.2, writer.gate.set).start()
-    log.close()
-    assert writer.ids == [x[0].request_id for x in items]
-    log.predict(*served(9))
-    assert log.dropped == 1
+        log.hand_over(item)
+    assert writer.entered.wait(10)
+    closer = threading.Thread(target=log.close)
+    closer.start()
+    try:
+        wait_until(lambda: log.closed, 10, "close() started")
+        log.hand_over(served(9))  # after close: refused, while the queue is still written
+        assert log.dropped == 1
+    finally:
+        writer.gate.set()
+        closer.join(30)
+    assert not closer.is_alive()
+    assert writer.ids == [x.request_ids[0] for x in items]
 
 
 # A served run -----------------------------------------------------------------------------
@@ -201,7 +217,7 @@ def wait_for_lines(directory: Path, expected: int, timeout: float = 60) -> list[
 
 def drift(*args: str) -> tuple[int, dict]:
     out = Path(args[args.index("--output") + 1])
-    cmd = [sys.executable, "-m", "batch.drift", *args, "--quiet"]
+    cmd = [sys.executable, "-m", "monitoring.drift", *args, "--quiet"]
     code = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120).returncode
     report = json.loads((out / "report.json").read_text()) if code in (0, 3) else {}
     return code, report

@@ -1,4 +1,4 @@
-"""`python -m batch.drift`: the batch report over prediction-log records (and Kafka results),
+"""`python -m monitoring.drift`: the batch report over prediction-log records (and Kafka results),
 in-process on records built here with the served model."""
 
 import json
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from batch.drift import main
 from batch.report import MIN_ROWS_FOR_ANOMALIES
 from models.features import matrix_from_records
 from models.schema import PredictRequest
+from monitoring.drift import main
 from tests.batch.conftest import customers, run_batch, write_parquet
 from tests.conftest import AS_OF
 
@@ -39,7 +39,9 @@ def log_records(predictor, rows: list[dict], start: datetime = START) -> list[di
                 "purchase_history": matrix[i, 2],
                 "last_purchase_date": None if date is None else date.isoformat(),
                 "days_since_purchase": matrix[i, 3],
-                **{k: v for k, v in scores.row(i).items() if k != "probability"},
+                "churn_probability": float(scores.churn_probability[i]),
+                "prediction": int(scores.prediction[i]),
+                "confidence_level": str(scores.confidence_level[i]),
                 "cached": False,
                 "scored_at": when.isoformat().replace("+00:00", "Z"),
                 # BentoML's own columns: a naive local time and its (absent) trace ids.
