@@ -56,11 +56,11 @@ SETTINGS = ServiceSettings()
 bentoml_fixes.install()  # before BentoML builds the worker's app (serving/bentoml_fixes.py)
 
 # Why these settings: docs/performance.md. Tracing is off by default (sample rate 0), yet
-# BentoML's OpenTelemetry middleware still builds a span per request (a fifth of a worker's CPU
+# BentoML's OpenTelemetry middleware still builds a span per request (a large share of the CPU
 # under load) unless the path is excluded; set `tracing.excluded_urls` to [] to trace.
 SERVICE_CONFIG = {
     "traffic": {"timeout": 30},
-    # A log line per request costs a quarter of the CPU of a /predict call; request counts and
+    # A log line per request costs a large share of a /predict call's CPU; request counts and
     # latencies are in /metrics, errors are logged anyway. Turn it on with BENTOML_CONFIG_OVERRIDES=
     # '{"services": {"churn_service": {"logging": {"access": {"enabled": true}}}}}' (nested JSON).
     "logging": {"access": {"enabled": False}},
@@ -109,7 +109,7 @@ class ChurnEndpoints:
         self.prediction_log = PredictionLog.open(s.prediction_log)  # docs/monitoring.md
         # /predict scores on this (the event-loop) thread, for which sklearn keeps its own config.
         # Inputs are already checked finite by the contract; sklearn's second check of every
-        # one-row call is a fifth of its cost there.
+        # one-row call is a large share of its cost there.
         sklearn.set_config(assume_finite=True)
         logger.info("serving %s, cache %s", self.predictor.tag, "on" if self.cache else "off")
         if not s.tokens:

@@ -11,7 +11,7 @@ risk?"
 - Any other classifier: each feature in turn is set to its reference value and the change in
   the logit is its contribution; `base_log_odds` is the logit at the reference customer. The
   parts need not add up exactly (interactions). Cost: one extra scoring call over 4n+1 rows for
-  n customers (about 5x the model time of scoring them), vectorized.
+  n customers, vectorized.
 """
 
 from dataclasses import dataclass
@@ -76,7 +76,7 @@ class Reasons:
 
     def row(self, i: int) -> dict[str, Any]:
         """One customer's reasons as the API returns them (the order of `order`, computed in
-        plain Python: on one row, the array version's fixed costs are 20x the work)."""
+        plain Python: on one row, the array version's fixed costs outweigh the work)."""
         contributions = self.contributions[i].tolist()
         values = self.values[i].tolist()
         ranked = sorted(range(len(contributions)), key=lambda j: -abs(contributions[j]))

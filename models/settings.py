@@ -12,6 +12,7 @@ source: a value under an old name counts when the current name is unset, with on
 import logging
 import os
 from datetime import date
+from enum import Enum
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -40,10 +41,14 @@ class SharedSettings(BaseSettings):
     legacy_names: ClassVar[dict[str, str]] = {}
 
     model_tag: str | None = Field(
-        None, description=f"model store tag to serve or score with (default `{DEFAULT_MODEL_TAG}`)"
+        None,
+        description="model store tag to serve (pinned by `bentoml build`) or score with; "
+        f"unset: `{DEFAULT_MODEL_TAG}`",
     )
     as_of: date | None = Field(
-        None, description="fixed as-of date for recency, e.g. for replays (default: today, UTC)"
+        None,
+        description="fixed as-of date for `days_since_purchase`, e.g. for replays; unset: today "
+        "(UTC)",
     )
 
     @classmethod
@@ -91,3 +96,17 @@ class LegacyNames(PydanticBaseSettingsSource):
                 logger.warning("%s is deprecated: set %s%s instead", old, PREFIX, field.upper())
                 values[field] = os.environ[old]
         return values
+
+
+def markdown_table(settings: type[SharedSettings]) -> str:
+    """The Markdown table of `settings`' environment variables: name, default, meaning (the
+    fields' `description`), as the README shows them (`python -m serving.settings`)."""
+    prefix = settings.model_config.get("env_prefix", PREFIX)
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, Enum):
+            default = default.value
+        shown = "unset" if default in (None, [], "") else f"`{default}`"
+        rows.append(f"| `{prefix}{name.upper()}` | {shown} | {field.description} |")
+    return "\n".join(rows)

@@ -38,7 +38,7 @@ KEY_PREFIX = "churn:p:"
 _SORTED = sorted(FEATURES)
 _ORDER = [FEATURES.index(name) for name in _SORTED]
 # The canonical JSON (sorted keys, no spaces) of {"as_of", "features", "model_version"}, spelled
-# out as a template: json.dumps(..., sort_keys=True) per row costs 3x more for the same text
+# out as a template: json.dumps(..., sort_keys=True) per row costs more for the same text
 # (a unit test checks that the two agree). `%r` of a float is its JSON form.
 _CANONICAL = (
     '{"as_of":"%s","features":{'

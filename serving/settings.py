@@ -28,7 +28,8 @@ class ServiceSettings(SharedSettings):
     legacy_names: ClassVar[dict[str, str]] = {name.upper(): name for name in _LEGACY_FIELDS}
 
     redis_url: str | None = Field(
-        None, description="Redis for the prediction cache, e.g. `redis://host:6379/0` (unset: none)"
+        None,
+        description="Redis for the prediction cache, e.g. `redis://cache:6379/0`; unset: no cache",
     )
     cache_ttl_seconds: int = Field(3600, gt=0, description="how long a cached prediction lives")
     redis_timeout_seconds: float = Field(
@@ -82,3 +83,9 @@ class ServiceSettings(SharedSettings):
     @property
     def tokens(self) -> list[str]:
         return [token.get_secret_value() for token in self.api_tokens]
+
+
+if __name__ == "__main__":  # the README's configuration table: python -m serving.settings
+    from models.settings import markdown_table
+
+    print(markdown_table(ServiceSettings))

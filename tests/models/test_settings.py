@@ -6,9 +6,10 @@ from datetime import date
 import kafka.codec
 import pytest
 
-from models.settings import SharedSettings
+from models.settings import SharedSettings, markdown_table
 from serving.settings import ServiceSettings
 from streaming.settings import StreamSettings, load_settings
+from tests.support import ROOT
 
 SERVICE_VARS = ["REDIS_URL", "API_TOKENS", "CORS_ORIGINS", "MAX_BODY_BYTES", "CHURN_AS_OF",
                 "CHURN_MODEL_TAG", "CHURN_REDIS_URL", "CHURN_API_TOKENS", "CHURN_CORS_ORIGINS",
@@ -84,3 +85,13 @@ def test_a_codec_without_its_library_is_a_usage_error(monkeypatch, capsys):
         load_settings(["--compression", "zstd"])
     assert stopped.value.code == 2
     assert "zstd needs its Python library" in capsys.readouterr().err
+
+
+def test_the_readmes_configuration_table_is_the_one_the_settings_generate():
+    readme = (ROOT / "README.md").read_text()
+    table = markdown_table(ServiceSettings)
+    assert table in readme
+    # Every service variable is in it, each with its documented default and meaning.
+    for name, field in ServiceSettings.model_fields.items():
+        assert field.description, name
+        assert f"| `CHURN_{name.upper()}` |" in table
