@@ -17,7 +17,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 
 import numpy as np
@@ -70,9 +70,17 @@ def _probability(value: bytes | str | None) -> float | None:
 
 
 class PredictionCache:
-    def __init__(self, url: str, ttl_seconds: int, timeout: float, retry_seconds: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        ttl_seconds: int,
+        timeout: float,
+        retry_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.ttl_seconds = ttl_seconds
         self.retry_seconds = retry_seconds
+        self.clock = clock  # when the failure window ends is read off it
         self._redis = Redis.from_url(
             url,
             socket_timeout=timeout,
@@ -87,7 +95,7 @@ class PredictionCache:
 
     @property
     def available(self) -> bool:
-        return time.monotonic() >= self._skip_until
+        return self.clock() >= self._skip_until
 
     async def get_many(self, keys: Sequence[str]) -> list[float | None]:
         """Cached P(churn) per key, None where absent; all None when Redis is unavailable."""
@@ -154,7 +162,7 @@ class PredictionCache:
                 exc,
                 self.retry_seconds,
             )
-        self._skip_until = time.monotonic() + self.retry_seconds
+        self._skip_until = self.clock() + self.retry_seconds
         # Drop every pooled connection: after a Redis restart each old one would fail once more,
         # and each failure would start another window without the cache.
         try:

@@ -7,20 +7,26 @@ what an operator needs to see before it shows as a long p99.
 """
 
 import asyncio
+from collections.abc import Callable
 
 from serving import metrics
 
 INTERVAL_S = 0.1
 
 
-async def probe(interval: float = INTERVAL_S, rounds: int | None = None) -> None:
-    """Measure the lag every `interval` seconds, forever (or `rounds` times, for tests)."""
-    loop = asyncio.get_running_loop()
+async def probe(
+    interval: float = INTERVAL_S,
+    rounds: int | None = None,
+    clock: Callable[[], float] | None = None,
+) -> None:
+    """Measure the lag every `interval` seconds, forever (or `rounds` times, for tests), on the
+    loop's own clock unless given another."""
+    now = clock or asyncio.get_running_loop().time
     done = 0
     while rounds is None or done < rounds:
-        asked = loop.time()
+        asked = now()
         await asyncio.sleep(interval)
-        metrics.EVENT_LOOP_LAG.observe(max(0.0, loop.time() - asked - interval))
+        metrics.EVENT_LOOP_LAG.observe(max(0.0, now() - asked - interval))
         done += 1
 
 

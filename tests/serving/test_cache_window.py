@@ -1,5 +1,5 @@
 """The prediction cache's failure window, without Redis: a fake client that fails or answers on
-demand, and a fake clock in place of the `time` module `serving.cache` reads.
+demand, and a fake clock handed to the cache.
 
 After a failed Redis call no request waits on Redis for `retry_seconds`; then the next request
 tries once, and the cache is back if Redis answers, or closed for another window if not.
@@ -27,7 +27,7 @@ class FakeClock:
     def __init__(self, now: float = 1000.0) -> None:
         self.now = now
 
-    def monotonic(self) -> float:
+    def __call__(self) -> float:
         return self.now
 
 
@@ -82,10 +82,8 @@ class FakePipeline:
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    fake = FakeClock()
-    monkeypatch.setattr(cache_module, "time", fake)
-    return fake
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture
@@ -102,7 +100,7 @@ def redis(monkeypatch: pytest.MonkeyPatch) -> FakeRedis:
 
 @pytest.fixture
 def cache(clock: FakeClock, redis: FakeRedis) -> PredictionCache:
-    return PredictionCache("redis://cache:6379/0", 60, timeout=0.05, retry_seconds=RETRY)
+    return PredictionCache("redis://cache:6379/0", 60, 0.05, RETRY, clock=clock)
 
 
 def lookups(result: str) -> float:
