@@ -7,8 +7,8 @@ these overlap.
 Memory is bounded by the chunks in flight (one read ahead, `SCORERS` being scored, one being
 written, and `QUEUED` waiting before each of the last two), whatever the input size.
 
-One core is left to reading and writing: on two cores a second scoring thread was ~10% faster
-but cost ~25 MB of peak memory, past the batch benchmark's memory target.
+One core is left to reading and writing: a second scoring thread bought little speed on two
+cores for a peak-memory cost past the batch benchmark's memory target (benchmarks/README.md).
 """
 
 import os

@@ -62,9 +62,9 @@ def prediction_schema(explain: bool = False) -> pa.Schema:
 
 
 def prediction_writer(path: Path, explain: bool = False) -> pq.ParquetWriter:
-    """The predictions file, written for speed (the write was a quarter of a run's CPU time):
+    """The predictions file, written for speed (the write is a large share of a run's CPU time):
     - the label columns arrive as dictionaries: parquet takes them as its dictionary pages
-      instead of hashing every value (~30% of the write time as plain strings);
+      instead of hashing every value again;
     - no dictionary pages for ids, probabilities or the 0/1 prediction (no gain, all cost);
     - min/max statistics only for numbers and dates (the text ones compared every string);
     - the arrow schema is not stored, so every reader sees the label columns as plain text.

@@ -1,7 +1,10 @@
 """Real processes for integration tests: a served bento, a Redis server, a Kafka-protocol broker.
 
 Each starts on a free loopback port from a pip-installed binary and is stopped by the caller
-(the fixtures in conftest.py). A process that does not come up fails the test: never a skip.
+(the fixtures in conftest.py). A free port is only free when asked: other test sessions on the
+machine may take it before the server binds it, so a server counts as up only when a socket
+listening on its port belongs to its own process tree, and one that lost the race is started
+again on another port. A process that does not come up fails the test: never a skip.
 Under `make test-fast` (NO_SERVERS_ENV set) starting one fails the test instead: that target
 runs only the tests that need none.
 """
@@ -85,6 +88,67 @@ def spawn(name: str, cmd: list[str], port: int, log: Path, env: dict[str, str]) 
     return Process(name, port, proc, log, env)
 
 
+def listening_sockets(port: int) -> set[str]:
+    """The `socket:[inode]` names of the loopback/any-address TCP listeners on `port`."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            listening = fields[3] == "0A"
+            if listening and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                found.add(f"socket:[{fields[9]}]")
+    return found
+
+
+def owns_port(pid: int, port: int) -> bool:
+    """Whether `pid` or one of its descendants holds a socket listening on `port`."""
+    sockets = listening_sockets(port)
+    for member in process_tree(pid) if sockets else []:
+        try:
+            if any(os.readlink(fd) in sockets for fd in Path(f"/proc/{member}/fd").iterdir()):
+                return True
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+    return False
+
+
+def start_server(
+    name: str,
+    command: Callable[[int], list[str]],
+    log_dir: Path,
+    env: dict[str, str],
+    ready: Callable[[Process], bool] = lambda _: True,
+    port: int | None = None,
+    timeout: float = 20,
+    attempts: int = 3,
+) -> Process:
+    """`command(port)` started until it listens on the port itself and `ready` says so.
+
+    A server that exits before that, typically because another process bound the port first,
+    is started again on another free port; a fixed `port` (a restart) gets one attempt.
+    """
+    for attempt in range(1 if port else attempts):
+        chosen = port or free_port()
+        proc = spawn(name, command(chosen), chosen, log_dir / f"{name}-{chosen}.log", env)
+
+        def up(proc: Process = proc) -> bool:
+            if proc.proc.poll() is not None:
+                raise ChildProcessError(f"{name} exited {proc.proc.returncode}:\n{proc.log_tail()}")
+            return owns_port(proc.proc.pid, proc.port) and ready(proc)
+
+        try:
+            wait_until(up, timeout, f"{name} on port {chosen}")
+            return proc
+        except ChildProcessError:
+            proc.stop()
+            if port or attempt == attempts - 1:
+                raise
+        except BaseException:
+            proc.stop()
+            raise
+    raise AssertionError("unreachable")
+
+
 def start_bento(
     log_dir: Path,
     env: dict[str, str],
@@ -97,24 +161,21 @@ def start_bento(
     `env` names a home: `bentoml serve` empties `$BENTOML_HOME/prometheus_multiproc_dir` when it
     starts, which would wipe the metrics of any server already running on the same home.
     """
-    port = port or free_port()
     if "BENTOML_HOME" not in env:
         home = Path(tempfile.mkdtemp(prefix="churn-bento-home-"))
         (home / "models").symlink_to(Path(os.environ["BENTOML_HOME"]) / "models")
         env = {**env, "BENTOML_HOME": str(home)}
-    cmd = [sys.executable, "-m", "bentoml", "serve", target, "--port", str(port)]
-    proc = spawn("bento", cmd, port, log_dir / f"bento-{port}.log", env)
 
-    def ready() -> bool:
-        if proc.proc.poll() is not None:
-            raise RuntimeError(f"bentoml serve exited:\n{proc.log_tail()}")
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-m", "bentoml", "serve", target, "--port", str(port)]
+
+    def ready(proc: Process) -> bool:
         try:
             return httpx.get(f"{proc.url}/readyz", timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 
-    wait_until(ready, 120, f"bentoml serve {target}")
-    return proc
+    return start_server("bento", command, log_dir, env, ready, port, timeout=120)
 
 
 def redis_server_binary() -> str:
@@ -124,14 +185,13 @@ def redis_server_binary() -> str:
 
 
 def start_redis(log_dir: Path, port: int | None = None) -> Process:
-    port = port or free_port()
-    cmd = [
-        redis_server_binary(),
-        *("--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
-    ]
-    proc = spawn("redis", cmd, port, log_dir / f"redis-{port}.log", {})
-    wait_until(lambda: port_open(port), 20, "redis-server")
-    return proc
+    def command(port: int) -> list[str]:
+        return [
+            redis_server_binary(),
+            *("--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
+        ]
+
+    return start_server("redis", command, log_dir, {}, port=port)
 
 
 def tansu_binary() -> str:
@@ -142,17 +202,17 @@ def tansu_binary() -> str:
 
 def start_kafka(log_dir: Path, port: int | None = None) -> Process:
     """tansu, a Kafka-protocol broker, with memory storage (nothing persists across restarts)."""
-    port = port or free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    cmd = [
-        tansu_binary(),
-        "broker",
-        *("--listener-url", url, "--advertised-listener-url", url),
-        *("--storage-engine", "memory://tansu/", "--silent"),
-    ]
-    proc = spawn("kafka", cmd, port, log_dir / f"kafka-{port}.log", {})
-    wait_until(lambda: port_open(port), 20, "tansu broker")
-    return proc
+
+    def command(port: int) -> list[str]:
+        url = f"tcp://127.0.0.1:{port}"
+        return [
+            tansu_binary(),
+            "broker",
+            *("--listener-url", url, "--advertised-listener-url", url),
+            *("--storage-engine", "memory://tansu/", "--silent"),
+        ]
+
+    return start_server("kafka", command, log_dir, {}, port=port)
 
 
 def process_tree(pid: int) -> list[int]:

@@ -132,12 +132,14 @@ def test_kafka_bridge(kafka_broker, bento, logs_dir, twins, reference):
 
 def test_the_reference_is_the_models_own_answer(predictor, twins, reference):
     """The reference itself, recomputed here from the raw fields without the project's features
-    code: days from the date, the matrix in the model's order, one predict call."""
+    or scoring code: days from the date, the matrix in the model's order, then scikit-learn's
+    own `transform` and `predict_proba` on the stored scaler and classifier."""
     rows = twins[0]
     days = [(AS_OF - datetime.fromisoformat(r["last_purchase_date"]).date()).days for r in rows]
     matrix = np.array(
         [[r["age"], r["income"], r["purchase_history"], d] for r, d in zip(rows, days, strict=True)]
     )
-    expected = predictor.churn_probability(matrix)
+    churn = list(predictor.model.classes_).index(1)
+    expected = predictor.model.predict_proba(predictor.scaler.transform(matrix))[:, churn]
     got = reference.loc[[r[ID_COLUMN] for r in rows], "churn_probability"].to_numpy()
     np.testing.assert_array_equal(got, expected)
