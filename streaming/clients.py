@@ -25,8 +25,8 @@ PRODUCER_LINGER_MS = 5
 PRODUCER_BATCH_BYTES = 256 * 1024
 # Compression (`--compression`; `auto` is lz4 with the `fast` extra, else gzip): without the
 # optional C `crc32c` package, kafka-python checksums every produced batch in pure Python under
-# the GIL (~0.6 ms per KB), and a compressed batch is ~20x smaller to check; gzip is in the
-# standard library. Every Kafka client reads both. Measured: benchmarks/README.md, "Streaming".
+# the GIL, and a compressed batch is far smaller to check; gzip is in the standard library.
+# Figures: benchmarks/README.md, "Streaming".
 
 
 def client_id(role: str) -> str:
