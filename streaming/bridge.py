@@ -30,7 +30,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 from datetime import UTC, date, datetime
@@ -69,10 +69,12 @@ class Bridge:
         producer: KafkaProducer,
         scorer: Scorer,
         metrics: BridgeMetrics,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings, self.consumer, self.producer = settings, consumer, producer
         self.scorer, self.metrics = scorer, metrics
-        self.inflight = InFlight()
+        self._clock = clock  # monotonic seconds; tests step a fake one instead of sleeping
+        self.inflight = InFlight(clock)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")
         self._paused = False
         # A plain flag, not a threading.Event: `stop` runs as a signal handler, and Event.set
@@ -80,7 +82,7 @@ class Bridge:
         # first handler's set(). Every wait in the loop is bounded, so polling the flag is enough.
         self._stopping = False
         self._totals = {"consumed": 0, "produced": 0, "dead_lettered": 0, "batches": 0}
-        self._last_report = (time.monotonic(), 0)
+        self._last_report = (self._clock(), 0)
 
     def stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         self._stopping = True
@@ -134,7 +136,7 @@ class Bridge:
         size, max_batch = self.inflight.collected(), self.settings.max_batch
         wait_s = IDLE_POLL_MS / 1000
         if collecting is not None:
-            wait_s = collecting.started + self.settings.max_wait_ms / 1000 - time.monotonic()
+            wait_s = collecting.started + self.settings.max_wait_ms / 1000 - self._clock()
         ready = size >= max_batch or (size > 0 and wait_s <= 0)
         if ready and len(self.inflight.pending) < MAX_SUBMITTED and not self._paused:
             # Queued behind the head's call: scored while the head is being delivered.
@@ -170,9 +172,9 @@ class Bridge:
         if not valid:
             return
         self.metrics.service_calls.inc()
-        started = time.monotonic()
+        started = self._clock()
         outcomes = self.scorer.score(valid, as_of)
-        self.metrics.service_seconds.observe(time.monotonic() - started)
+        self.metrics.service_seconds.observe(self._clock() - started)
         for msg, outcome in zip(valid, outcomes, strict=True):
             msg.outcome = outcome
 
@@ -206,8 +208,8 @@ class Bridge:
         """Back off without leaving the group: keep calling poll() with every partition paused."""
         self._paused = True
         self.metrics.paused.set(1)
-        deadline = time.monotonic() + seconds
-        while not self._stopping and (remaining := deadline - time.monotonic()) > 0:
+        deadline = self._clock() + seconds
+        while not self._stopping and (remaining := deadline - self._clock()) > 0:
             self.consumer.pause(*self.consumer.assignment())
             self._poll(min(remaining, BACKOFF_POLL_S) * 1000)
             self._report()
@@ -258,12 +260,12 @@ class Bridge:
         self.inflight.commit_done(offsets)
         self.metrics.commits.inc()
         self.metrics.batch_size.observe(len(batch.messages))
-        self.metrics.batch_seconds.observe(time.monotonic() - batch.started)
+        self.metrics.batch_seconds.observe(self._clock() - batch.started)
         self._totals["batches"] += 1
 
     def _report(self) -> None:
         """Every `stats_interval_s`: refresh the lag gauges and log the throughput."""
-        now = time.monotonic()
+        now = self._clock()
         last_time, last_consumed = self._last_report
         if now - last_time < self.settings.stats_interval_s:
             return

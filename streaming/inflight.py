@@ -28,7 +28,7 @@ class Batch:
     """Messages in offset order per partition, validated and scored as of one date."""
 
     as_of: date
-    started: float = field(default_factory=time.monotonic)
+    started: float
     messages: list[Message] = field(default_factory=list)
     future: Future[None] | None = None  # the scoring call, once submitted
 
@@ -40,7 +40,8 @@ class Batch:
 class InFlight:
     """The batches submitted (oldest first), the one being collected, and the offsets owed."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self.pending: list[Batch] = []
         self.collecting: Batch | None = None
         self.committed: dict[TopicPartition, int] = {}  # last offsets this bridge committed
@@ -54,7 +55,7 @@ class InFlight:
     def add(self, messages: Iterable[Message], as_of: date) -> None:
         with self._lock:
             if self.collecting is None:
-                self.collecting = Batch(as_of)
+                self.collecting = Batch(as_of, started=self._clock())
             self.collecting.messages.extend(messages)
 
     def head(self) -> Batch | None:

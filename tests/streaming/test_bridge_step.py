@@ -15,7 +15,6 @@ import pytest
 from kafka.errors import KafkaTimeoutError
 
 from models.samples import AS_OF, event
-from streaming import bridge as bridge_module
 from streaming.bridge import Bridge
 from streaming.messages import Message
 from streaming.metrics import BridgeMetrics
@@ -74,7 +73,9 @@ class Rig:
             retry_backoff_ms=BACKOFF_MS, retry_max_backoff_ms=1_000,
             stats_interval_s=3600, as_of=AS_OF,
         )  # fmt: skip
-        self.bridge = Bridge(settings, self.consumer, self.producer, scorer, self.metrics)
+        self.bridge = Bridge(
+            settings, self.consumer, self.producer, scorer, self.metrics, clock=clock.monotonic
+        )
 
     def submit_first_batch(self) -> None:
         """Two steps: poll (four records collected), then hand the full batch to the scorer;
@@ -92,10 +93,8 @@ class Rig:
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    fake = FakeClock()
-    monkeypatch.setattr(bridge_module, "time", fake)
-    return fake
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture
