@@ -7,6 +7,6 @@ from tests.deploy.image import FIGURES
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if FIGURES:
-        terminalreporter.section("the bento's image (tests/deploy/test_image.py)")
+        terminalreporter.section("the images (tests/deploy/test_image.py, test_project_image.py)")
         for name, value in FIGURES.items():
             terminalreporter.write_line(f"{name}: {value}")
