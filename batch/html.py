@@ -80,6 +80,8 @@ def render_html(report: dict[str, Any], title: str = "Churn batch report") -> st
         ("rows in", _num(s["rows_in"])),
         ("scored", _num(s["rows_scored"])),
         ("rejected", _num(s["rows_rejected"])),
+        ("churned", _num(s.get("churned"))),
+        ("not churned", _num(s.get("not_churned"))),
         ("churn rate", _pct(s["churn_rate"])),
         ("mean confidence", _num(s["mean_confidence"])),
         ("duplicate rows", _num(dup["duplicate_rows"])),
@@ -142,6 +144,7 @@ def render_html(report: dict[str, Any], title: str = "Churn batch report") -> st
         if ignored
         else ""
     )
+    quality = _quality_html(report)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>
 <style>{_CSS}</style></head><body>
@@ -150,7 +153,7 @@ def render_html(report: dict[str, Any], title: str = "Churn batch report") -> st
 finished {escape(run["finished_at"])} · {_num(run["duration_s"], 1)} s ·
 {_num(run["rows_per_second"], 0)} rows/s · engine {escape(run["engine"])}</p>
 <div class="cards">{card_html}</div>
-<h2>Anomalies</h2>{sample_note}{anomalies}
+<h2>Anomalies</h2>{sample_note}{anomalies}{quality}
 <h2>Churn probability</h2>{histogram_svg(hist["bin_edges"], hist["counts"])}
 <p>Mean churn probability {_num(s["mean_churn_probability"])}; {_num(s["high_confidence"])}
 high-confidence and {_num(s["low_confidence"])} low-confidence predictions.</p>
@@ -165,3 +168,36 @@ extra rows).</p>{examples if dup["examples"] else ""}
 <h2>Inputs</h2>{files}{ignored_note}
 </body></html>
 """
+
+
+def _quality_html(report: dict[str, Any]) -> str:
+    """The batch report's rejected and missing shares against their thresholds, and its output
+    checks as a list (the drift report has neither)."""
+    if "quality" not in report:
+        return ""
+    q = report["quality"]
+    limit = q["max_null_share"]
+    nulls = _table(
+        ["column", "missing", "share", "threshold"],
+        [
+            [
+                _cell(escape(c)),
+                _cell(_num(q["null_counts"][c]), True),
+                _cell(_pct(v), True, "bad" if v is not None and v > limit else ""),
+                _cell(_pct(limit), True),
+            ]
+            for c, v in q["null_shares"].items()
+        ],
+    )
+    over = q["rejected_share"] is not None and q["rejected_share"] > q["max_reject_share"]
+    checks = "".join(
+        f'<li class="{"ok" if c["passed"] else "bad"}">{"pass" if c["passed"] else "FAIL"}'
+        f" {escape(c['name'])}: {escape(c['detail'])}</li>"
+        for c in report.get("output_checks", [])
+    )
+    return (
+        f'<h2>Data quality</h2><p>Rejected share <span class="{"bad" if over else "ok"}">'
+        f"{_pct(q['rejected_share'])}</span> (threshold {_pct(q['max_reject_share'])}). "
+        f"Missing values per input column, of {_num(q['records'])} records:</p>{nulls}"
+        f'<h2>Output checks</h2><ul class="checks">{checks}</ul>'
+    )

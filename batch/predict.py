@@ -3,6 +3,7 @@ of DIR/predictions.parquet or DIR/rejected.parquet, with DIR/report.json and DIR
 
     python -m batch.predict INPUT... --output DIR [--as-of YYYY-MM-DD] [--model TAG] [--overwrite]
         [--fail-on-anomaly] [--quiet] [--engine local|dask] [--scheduler tcp://HOST:8786]
+        [--max-reject-share SHARE] [--max-null-share SHARE]
 
 Exit codes: 0 done, 1 failed, 2 bad usage or unreadable input, 3 anomalies (--fail-on-anomaly).
 """
@@ -28,6 +29,7 @@ from models.policy import ignored_columns
 from models.predictor import load_predictor
 from models.settings import AS_OF_ENV, SharedSettings
 
+from .checks import add_quality
 from .engine import DEFAULT_CHUNK_ROWS, run_local
 from .html import render_html
 from .output import (
@@ -38,6 +40,7 @@ from .output import (
     staged_output,
 )
 from .progress import RunProgress
+from .quality import Limits, add_arguments
 from .reader import SOURCE_TEXT, InputError, Source, resolve_inputs
 from .report import build_report
 from .scoring import RunInfo, rejects_schema
@@ -87,6 +90,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", "-v", action="store_true", help="tracebacks on failure")
     p.add_argument("--engine", choices=["local", "dask"], default="local")
     p.add_argument("--scheduler", metavar="URL", help="Dask scheduler (default: a local cluster)")
+    add_arguments(p)  # --max-reject-share, --max-null-share
     p.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, help=argparse.SUPPRESS)
     return p
 
@@ -151,6 +155,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ),
             **build_report(stats, duplicates, predictor.metadata),
         }
+        add_quality(report, Limits(args.max_reject_share, args.max_null_share), staging)
         (staging / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")
         (staging / REPORT_HTML).write_text(render_html(report))
     return report

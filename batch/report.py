@@ -187,6 +187,8 @@ def build_report(stats: Stats, duplicates: Duplicates, metadata: dict[str, Any])
         "rows_in": stats.rows_in,
         "rows_scored": n,
         "rows_rejected": stats.rows_rejected,
+        "churned": stats.churned,
+        "not_churned": n - stats.churned,
         "churn_rate": stats.churned / n if n else None,
         "mean_churn_probability": stats.churn_probability_sum / n if n else None,
         "mean_confidence": stats.confidence_sum / n if n else None,
@@ -217,7 +219,7 @@ def anomalies(summary: dict[str, Any], drift: dict[str, dict[str, Any]]) -> list
     found = []
 
     def flag(kind: str, message: str) -> None:
-        found.append({"kind": kind, "message": message})
+        found.append({"code": kind, "kind": kind, "message": message})
 
     if not summary["rows_scored"]:
         flag("no_rows_scored", "no row could be scored")
