@@ -70,7 +70,12 @@ def _missing(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
     mask = col.is_null(nan_is_null=True)
     if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
         mask = pc.or_kleene(mask, pc.is_in(col, pa.array(["nan", "NaN"], col.type)))
-    return np.asarray(mask.to_numpy(zero_copy_only=False), bool)
+    return _mask(mask)
+
+
+def _mask(mask: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """An arrow boolean result as NumPy, null (a null reason) as False."""
+    return np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), bool)
 
 
 def null_counts(rejected: pa.Table | pa.RecordBatch) -> tuple[dict[str, int], int]:
@@ -78,15 +83,15 @@ def null_counts(rejected: pa.Table | pa.RecordBatch) -> tuple[dict[str, int], in
     file: what the policy treats as missing, null, NaN or an absent key; for the date, only where
     `days_since_purchase` does not stand in for it; for the id, a null one (an absent id is
     allowed)."""
-    reasons = np.asarray(rejected.column(ERROR_COLUMN).to_pylist(), object)
-    records = ~np.isin(reasons, list(_NOT_RECORDS))
+    reasons = rejected.column(ERROR_COLUMN)
+    records = ~_mask(pc.is_in(reasons, pa.array(sorted(_NOT_RECORDS), reasons.type)))
 
     def missing(name: str) -> np.ndarray:
         if name not in rejected.schema.names:  # no input had the column
-            return np.ones(len(reasons), bool)
+            return np.ones(rejected.num_rows, bool)
         return _missing(rejected.column(name))
 
-    masks = {ID_COLUMN: reasons == _NULL_ID}
+    masks = {ID_COLUMN: _mask(pc.equal(reasons, pa.scalar(_NULL_ID, reasons.type)))}
     masks |= {name: missing(name) for name in NUMERIC_FIELDS}
     masks[DATE_COLUMN] = missing(DATE_COLUMN) & missing(DAYS_COLUMN)
     counts = {name: int(np.count_nonzero(masks[name] & records)) for name in INPUT_COLUMNS}

@@ -50,8 +50,12 @@ def test_dask_engine_matches_the_local_engine(inputs, tmp_path, model_tag):
         sorted_frame(r_dask, ["source_file", "source_row"]),
     )
     assert r_dask["source_row"].tolist() == [5, 22, 41]
-    for key in ("duplicates", "failures_by_reason", "histogram", "files", "anomalies"):
+    for key in ("duplicates", "failures_by_reason", "histogram", "files", "anomalies", "quality"):
         assert dask[key] == local[key], key
+    # The output checks read the directories of parts as they read the local engine's files.
+    assert dask["output_checks"] == local["output_checks"]
+    assert all(c["passed"] for c in dask["output_checks"])
+    assert dask["quality"]["null_counts"]["customer_id"] == 1  # row 41's null id
     # Sums over other partitions than the local chunks: equal up to float rounding.
     for key, value in local["summary"].items():
         assert dask["summary"][key] == (
