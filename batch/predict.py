@@ -40,6 +40,7 @@ from .output import (
 from .progress import RunProgress
 from .reader import SOURCE_TEXT, InputError, Source, resolve_inputs
 from .report import build_report
+from .run_metrics import RunRecorder
 from .scoring import RunInfo, rejects_schema
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ANOMALY = 0, 1, 2, 3
@@ -87,6 +88,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", "-v", action="store_true", help="tracebacks on failure")
     p.add_argument("--engine", choices=["local", "dask"], default="local")
     p.add_argument("--scheduler", metavar="URL", help="Dask scheduler (default: a local cluster)")
+    p.add_argument(
+        "--metrics-textfile",
+        type=Path,
+        metavar="PATH",
+        help="write the run's outcome there for node_exporter's textfile collector (*.prom)",
+    )
     p.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, help=argparse.SUPPRESS)
     return p
 
@@ -197,6 +204,9 @@ def _done(report: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _use_returning_memory_pool()
+    if args.metrics_textfile is not None:
+        recorder = RunRecorder(args.metrics_textfile)
+        return recorder.record(lambda: run_command(args, recorder.wrap(run), "batch run", _done))
     return run_command(args, run, "batch run", _done)
 
 
