@@ -6,7 +6,9 @@ tests always run). Elsewhere, without them and without root to install them, the
 saying so: never on CI, where a missing program fails.
 """
 
+import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -73,3 +75,37 @@ def alerts() -> list[dict[str, Any]]:
 
 def recordings() -> list[dict[str, Any]]:
     return [r for r in rules() if "record" in r]
+
+
+# Names in a PromQL expression that are not metric names: operators, grouping keywords.
+_KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left",
+             "group_right", "bool", "offset", "inf", "nan"}  # fmt: skip
+_GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
+_NAME = re.compile(r"(?<![\w:.$])([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\{[^}]*\})?")
+
+
+def selectors(expr: str) -> list[str]:
+    """The instant-vector selectors (`name{matchers}`) of a PromQL expression of ours.
+
+    Enough of PromQL for deploy/'s expressions: label lists of by/on/... are dropped, a name
+    followed by `(` is a function or an aggregation, durations start with a digit.
+    """
+    text = _GROUPING.sub(" ", expr)
+    found = []
+    for m in _NAME.finditer(text):
+        name, matchers = m.group(1), m.group(2) or ""
+        rest = text[m.end() :].lstrip()
+        if name.lower() in _KEYWORDS or (not matchers and rest.startswith("(")):
+            continue
+        found.append(name + matchers)
+    return found
+
+
+def dashboard_queries() -> list[str]:
+    """Every query of every panel of every dashboard under deploy/grafana/."""
+    return [
+        target["expr"]
+        for path in sorted(GRAFANA_DIR.glob("*.json"))
+        for panel in json.loads(path.read_text())["panels"]
+        for target in panel.get("targets", [])
+    ]

@@ -5,6 +5,7 @@ alerts (labels and rendered annotations) out, at chosen times. That every alert 
 it fires and one where it stays quiet is checked here, so a new alert without tests fails.
 """
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -74,3 +75,20 @@ def test_the_kustomization_ships_the_rules_verbatim_in_a_configmap():
         if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "churn-prometheus-rules"
     ]  # fmt: skip
     assert configmap["data"] == {p.name: p.read_text() for p in promstack.rule_files()}
+
+
+def test_the_dashboard_is_well_formed_and_shipped_in_a_configmap():
+    (path,) = sorted(promstack.GRAFANA_DIR.glob("*.json"))
+    dashboard = json.loads(path.read_text())
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dashboard["panels"]:
+        if panel["type"] != "row":
+            assert panel["targets"], panel["title"]
+            assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+    (configmap,) = [
+        d for d in rendered()
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "churn-grafana-dashboard"
+    ]  # fmt: skip
+    assert configmap["metadata"]["labels"] == {"grafana_dashboard": "1"}
+    assert configmap["data"] == {path.name: path.read_text()}
