@@ -92,3 +92,15 @@ def test_the_dashboard_is_well_formed_and_shipped_in_a_configmap():
     ]  # fmt: skip
     assert configmap["metadata"]["labels"] == {"grafana_dashboard": "1"}
     assert configmap["data"] == {path.name: path.read_text()}
+
+
+def test_selectors_finds_each_metric_of_an_expression_and_nothing_else():
+    # The live test checks these selectors for data: what it reads out of an expression.
+    expr = """histogram_quantile(0.99, sum by (job, le) (rate(
+        a_bucket{job="x", endpoint=~"/predict.*"}[5m]))) > 0.5
+        and on (job) (time() - b_seconds > 26 * 3600) or max by (f) (c:d:rate5m) * 0"""
+    assert promstack.selectors(expr) == [
+        'a_bucket{job="x", endpoint=~"/predict.*"}',
+        "b_seconds",
+        "c:d:rate5m",
+    ]
