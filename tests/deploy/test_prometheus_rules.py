@@ -6,12 +6,14 @@ it fires and one where it stays quiet is checked here, so a new alert without te
 """
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
+from tests.deploy import manifests as m
 from tests.deploy import promstack
 from tests.deploy.test_manifests import rendered
 
@@ -104,3 +106,24 @@ def test_selectors_finds_each_metric_of_an_expression_and_nothing_else():
         "b_seconds",
         "c:d:rate5m",
     ]
+
+
+def test_the_example_scrape_config_names_the_jobs_the_rules_select():
+    # Debian's promtool is built without Kubernetes discovery, so it cannot load the example;
+    # its job names and file path are what the rules and the ConfigMap depend on.
+    example = yaml.safe_load((promstack.PROMETHEUS_DIR / "prometheus.example.yaml").read_text())
+    jobs = {c["job_name"] for c in example["scrape_configs"]}
+    selected = {
+        match for rule in promstack.rules() for match in re.findall(r'job="([^"]+)"', rule["expr"])
+    }
+    assert selected == jobs == {m.SERVICE, m.STREAM}
+    for name in jobs:
+        labels = m.resource("Deployment", name)["spec"]["template"]["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == name
+    assert [Path(f).name for f in example["rule_files"]] == [p.name for p in promstack.rule_files()]
+    for config in example["scrape_configs"]:  # kept by the pods' own label
+        (keep,) = [
+            r for r in config["relabel_configs"]
+            if r["source_labels"] == ["__meta_kubernetes_pod_label_app_kubernetes_io_name"]
+        ]  # fmt: skip
+        assert keep == {**keep, "action": "keep", "regex": config["job_name"]}
