@@ -99,10 +99,10 @@ def test_the_dashboard_is_well_formed_and_shipped_in_a_configmap():
 def test_selectors_finds_each_metric_of_an_expression_and_nothing_else():
     # The live test checks these selectors for data: what it reads out of an expression.
     expr = """histogram_quantile(0.99, sum by (job, le) (rate(
-        a_bucket{job="x", endpoint=~"/predict.*"}[5m]))) > 0.5
+        a_bucket{job="x", endpoint=~"/predict(/batch)?"}[5m]))) > 0.5
         and on (job) (time() - b_seconds > 26 * 3600) or max by (f) (c:d:rate5m) * 0"""
     assert promstack.selectors(expr) == [
-        'a_bucket{job="x", endpoint=~"/predict.*"}',
+        'a_bucket{job="x", endpoint=~"/predict(/batch)?"}',
         "b_seconds",
         "c:d:rate5m",
     ]
