@@ -43,6 +43,7 @@ from .progress import RunProgress
 from .quality import Limits, add_arguments
 from .reader import SOURCE_TEXT, InputError, Source, resolve_inputs
 from .report import build_report
+from .run_metrics import RunRecorder
 from .scoring import RunInfo, rejects_schema
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ANOMALY = 0, 1, 2, 3
@@ -91,6 +92,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=["local", "dask"], default="local")
     p.add_argument("--scheduler", metavar="URL", help="Dask scheduler (default: a local cluster)")
     add_arguments(p)  # --max-reject-share, --max-null-share
+    p.add_argument(
+        "--metrics-textfile",
+        type=Path,
+        metavar="PATH",
+        help="write the run's outcome there for node_exporter's textfile collector (*.prom)",
+    )
     p.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, help=argparse.SUPPRESS)
     return p
 
@@ -202,6 +209,9 @@ def _done(report: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _use_returning_memory_pool()
+    if args.metrics_textfile is not None:
+        recorder = RunRecorder(args.metrics_textfile)
+        return recorder.record(lambda: run_command(args, recorder.wrap(run), "batch run", _done))
     return run_command(args, run, "batch run", _done)
 
 

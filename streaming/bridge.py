@@ -50,7 +50,7 @@ from streaming.messages import (
     latency_seconds,
     result_record,
 )
-from streaming.metrics import BridgeMetrics, reason_label, refresh_lag
+from streaming.metrics import BridgeMetrics, dead_letter_labels, refresh_lag
 from streaming.scorer import Scorer, ScoringRefusedError, ScoringUnavailableError, scorer_for
 from streaming.settings import EXIT_REFUSED, StreamSettings, load_settings
 
@@ -234,14 +234,14 @@ class Bridge:
                 problems = msg.problems if msg.outcome is None else [msg.outcome]
                 key, value = error_record(msg, problems, now, self.settings.max_error_payload_bytes)
                 topic = self.settings.error_topic
-                dead.append(reason_label(problems[0]))
+                dead.append(dead_letter_labels(problems[0]))
             futures.append(self.producer.send(topic, key=key, value=value))
         self.producer.flush()
         for future in futures:
             future.get()  # raises if the broker refused a record: the batch stays uncommitted
         self.metrics.produced.inc(produced)
-        for reason in dead:
-            self.metrics.dead_lettered.labels(reason).inc()
+        for labels in dead:
+            self.metrics.dead_lettered.labels(*labels).inc()
         self._totals["produced"] += produced
         self._totals["dead_lettered"] += len(dead)
         self._commit(batch)

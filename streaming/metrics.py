@@ -15,16 +15,18 @@ from streaming.messages import Message, Problem
 
 logger = logging.getLogger("streaming.bridge")
 
-# Dead-letter reasons are labelled `field:code`; a field outside the contract (an unexpected
-# key, chosen by whoever wrote the message) is folded into `other` to keep the label set bounded.
+# Dead letters are labelled by the field at fault and the problem's code, two labels so that
+# either can be summed over; a field outside the contract (an unexpected key, chosen by whoever
+# wrote the message) is folded into `other` to keep the label set bounded. Codes are the
+# contract's fixed set.
 _KNOWN_FIELDS = {*PredictRequest.model_fields, *FEATURE_FIELDS, EVENT_TIME_FIELD, "request"}
 _SIZE_BUCKETS = (1, 5, 10, 25, 50, 100, 200, 300, 500, 750, 1000)
 _SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
-def reason_label(problem: Problem) -> str:
-    field = problem.field if problem.field in _KNOWN_FIELDS else "other"
-    return f"{field}:{problem.code}"
+def dead_letter_labels(problem: Problem) -> tuple[str, str]:
+    """(field, code) of a dead letter's first problem, as `churn_stream_dead_letters` labels."""
+    return (problem.field if problem.field in _KNOWN_FIELDS else "other", problem.code)
 
 
 class BridgeMetrics:
@@ -41,8 +43,8 @@ class BridgeMetrics:
         )
         self.dead_lettered = Counter(
             "churn_stream_dead_letters",
-            "Messages sent to the error topic, by field:code",
-            ["reason"],
+            "Messages sent to the error topic, by the field at fault and the problem's code",
+            ["field", "code"],
             registry=r,
         )
         self.ignored_fields = Counter(

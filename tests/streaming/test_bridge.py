@@ -110,7 +110,7 @@ def test_each_kind_of_malformed_message_goes_to_the_error_topic(kafka, bento, la
         assert (letter["field"], letter["error"]) == bad[original]
         if letter["original_encoding"] == "utf-8":
             assert letter["original"].encode() == original
-    assert metric(bridge, "churn_stream_dead_letters_total", reason="age:missing") == 1
+    assert metric(bridge, "churn_stream_dead_letters_total", field="age", code="missing") == 1
     assert bridge.proc.poll() is None  # malformed input never stops the bridge
     assert stop(bridge) == 0
 

@@ -134,7 +134,7 @@ def test_a_batch_is_produced_in_order_and_committed_only_after_every_ack(rig):
     assert len(r.consumer.batches) == 1  # the second batch is still the broker's
     assert r.sample("churn_stream_commits_total") == 1
     assert r.sample("churn_stream_results_produced_total") == 3
-    assert r.sample("churn_stream_dead_letters_total", reason="age:out_of_range") == 1
+    assert r.sample("churn_stream_dead_letters_total", field="age", code="out_of_range") == 1
 
 
 def test_a_refused_ack_leaves_the_batch_uncommitted(rig):
