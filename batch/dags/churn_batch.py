@@ -87,6 +87,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     ),
 }
 
+DEADLINE_ALERT_SETTINGS = ("email_to", "email_conn_id", "email_from")  # not webhook_url: secret
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ANOMALY = 0, 1, 2, 3
 KILL_GRACE_SECONDS = 30  # SIGTERM lets churn-batch remove its partial output; then SIGKILL
 
@@ -125,11 +126,6 @@ def on_failure(context: dict[str, Any]) -> None:
     """on_failure_callback: a task failed for good (no retry left, or not retryable)."""
     if not isinstance(context.get("exception"), AlertedFailure):
         alerts.task_failed(setting, context)
-
-
-def deadline_missed(context: dict[str, Any], deadline_seconds: int) -> None:
-    """The deadline alert's callback (run by the executor, with the deadline's context)."""
-    alerts.deadline_missed(setting, context, deadline_seconds)
 
 
 # --- running the script -----------------------------------------------------------------------
@@ -207,7 +203,15 @@ def deadline() -> DeadlineAlert | None:
     return DeadlineAlert(
         reference=DeadlineReference.DAGRUN_QUEUED_AT,
         interval=timedelta(seconds=seconds),
-        callback=SyncCallback(deadline_missed, kwargs={"deadline_seconds": seconds}),
+        # Run by the executor (LocalExecutor and others with callback support), importing the
+        # module from the dags folder; it gets the non-secret alert settings as parsed.
+        callback=SyncCallback(
+            alerts.deadline_callback,
+            kwargs={
+                "deadline_seconds": seconds,
+                "parsed": {name: setting(name) for name in DEADLINE_ALERT_SETTINGS},
+            },
+        ),
     )
 
 

@@ -6,7 +6,8 @@ parses the DAG or runs its tasks and callbacks). It imports only Airflow, the SM
 still runs the DAG: the task log says why no email went out) and the standard library.
 
 The settings come in as `setting(name)`, the DAG's reader of its Variables: their one list is
-SETTINGS in `churn_batch.py`.
+SETTINGS in `churn_batch.py`. The deadline callback runs on its own (the executor imports it as
+`churn_batch_alerts.deadline_callback`) and gets the values the DAG had at parse time.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from airflow.sdk import Variable
 from airflow.sdk.log import mask_secret
 
 Setting = Callable[[str], str]
@@ -120,6 +122,29 @@ def task_failed(setting: Setting, context: Mapping[str, Any]) -> None:
     )
     subject = f"{ti.dag_id} {context['ds']}: task {ti.task_id} failed"
     alert(setting, subject, text, run_details(context))
+
+
+def deadline_callback(
+    context: Mapping[str, Any], deadline_seconds: int, parsed: Mapping[str, str]
+) -> None:
+    """The DeadlineAlert's SyncCallback; `parsed` has the alert settings as parsed (no secrets).
+
+    Airflow 3.3.2 gives an executor callback a token that the Execution API refuses for
+    Variables and Connections (403), so only those in the environment or a secrets backend
+    are readable here; a refused Variable falls back to its parsed value, the webhook URL
+    (a secret, hence not in the serialized DAG) to none."""
+
+    def setting(name: str) -> str:
+        try:
+            value = Variable.get(VARIABLE_PREFIX + name, default=None)
+        except Exception as exc:  # noqa: BLE001 - AirflowSecretsBackendAccessDenied, API errors
+            log.warning(
+                "cannot read %s%s here (%s): using its parsed value", VARIABLE_PREFIX, name, exc
+            )
+            value = None
+        return parsed.get(name, "") if value is None else str(value).strip()
+
+    deadline_missed(setting, context, deadline_seconds)
 
 
 def deadline_missed(setting: Setting, context: Mapping[str, Any], deadline_seconds: int) -> None:

@@ -15,8 +15,10 @@ If Airflow cannot be installed the tests fail; they never skip.
 
 import asyncio
 import hashlib
+import html
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -334,6 +336,11 @@ class Email:
         part = self.message.get_body(("html",))
         assert part is not None, self.message.as_string()[:2000]
         return str(part.get_content())
+
+
+def text_of(html_body: str) -> str:
+    """The text a mail client shows for an HTML body: tags dropped, entities decoded."""
+    return html.unescape(re.sub(r"<[^>]+>", "\n", html_body))
 
 
 REFUSED = "refused@example.com"  # the sink answers 550 to this recipient

@@ -7,9 +7,7 @@ wrote, Airflow's own task-instance rows and what reached the webhook receiver.
 """
 
 import ast
-import html
 import json
-import re
 import shlex
 import sys
 from collections.abc import Iterator
@@ -30,6 +28,7 @@ from tests.airflow.conftest import (
     Email,
     SmtpSink,
     WebhookReceiver,
+    text_of,
 )
 from tests.batch.conftest import write_parquet
 
@@ -177,8 +176,11 @@ def test_dag_parses_with_the_documented_shape(airflow: Airflow, tmp_path: Path) 
             "reference": "DagRunQueuedAtDeadline",
             "interval": 7200.0,
             "callback": "SyncCallback",
-            "path": "deadline_missed",
-            "kwargs": {"deadline_seconds": 7200},
+            "path": "churn_batch_alerts.deadline_callback",
+            "kwargs": {
+                "deadline_seconds": 7200,
+                "parsed": {"email_to": "", "email_conn_id": "smtp_default", "email_from": ""},
+            },
         }
     ]
     assert info["tasks"] == {
@@ -308,11 +310,6 @@ def test_unreadable_input_fails_at_once_without_retry(scenarios: dict[str, Scena
     assert_run_details(body, s.run, task="score", attempt="1 of 4")
 
 
-def text_of(html_body: str) -> str:
-    """The text a mail client shows for an HTML body: tags dropped, entities decoded."""
-    return html.unescape(re.sub(r"<[^>]+>", "\n", html_body))
-
-
 def assert_run_details(body: str, run: DagRun, task: str, attempt: str) -> None:
     """The email names the DAG, the run (as Airflow's database has it), the day, task and try."""
     lines = [line.strip() for line in body.splitlines() if line.strip()]
@@ -347,7 +344,7 @@ print(json.dumps({
             "reference": type(d.reference).__name__,
             "interval": seconds(d.interval),
             "callback": type(d.callback).__name__,
-            "path": d.callback.path.rsplit(".", 1)[-1],
+            "path": d.callback.path,
             "kwargs": d.callback.kwargs,
         }
         for d in dag.deadline or []
