@@ -8,6 +8,7 @@ wrote, Airflow's own task-instance rows and what reached the webhook receiver.
 
 import ast
 import json
+import re
 import shlex
 import sys
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from tests.airflow.conftest import (
     text_of,
 )
 from tests.batch.conftest import write_parquet
+from tests.support import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -218,6 +220,20 @@ def test_dag_files_import_only_airflow_and_the_standard_library(path: Path) -> N
     }
     siblings = {p.stem for p in DAG_FILES}
     assert modules - {"airflow", "__future__"} - siblings <= sys.stdlib_module_names
+
+
+def test_docs_list_every_variable_of_the_dag() -> None:
+    """docs/scheduling.md's Variables table has one row per entry of SETTINGS, no more."""
+    tree = ast.parse(DAG_FILES[0].read_text())
+    [settings] = [
+        node.value
+        for node in tree.body
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "SETTINGS"
+    ]
+    names = {f"churn_batch_{key}" for key in ast.literal_eval(settings)}
+    docs = (ROOT / "docs" / "scheduling.md").read_text()
+    rows = set(re.findall(r"^\| `(churn_batch_\w+)` \|", docs, flags=re.MULTILINE))
+    assert rows == names
 
 
 def test_a_day_is_scored_into_its_dated_output(scenarios: dict[str, Scenario]) -> None:
