@@ -10,6 +10,7 @@ import ast
 import json
 import re
 import shlex
+import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -220,6 +221,62 @@ def test_dag_files_import_only_airflow_and_the_standard_library(path: Path) -> N
     }
     siblings = {p.stem for p in DAG_FILES}
     assert modules - {"airflow", "__future__"} - siblings <= sys.stdlib_module_names
+
+
+def test_email_is_optional_and_never_raises(airflow: Airflow, tmp_path: Path) -> None:
+    """churn_batch_alerts.send_email in Airflow's python: with no recipient, no connection or
+    a closed SMTP port it sends nothing, raises nothing and logs why."""
+    # Bound, never listening: connections to it are refused, and no one else can take it.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        info = airflow.python_json(tmp_path, SEND_EMAILS, str(airflow.dags), str(port))
+    assert info["no recipient"] == {
+        "sent": False,
+        "log": ["no churn_batch_email_to set: not emailing: subject"],
+    }
+    assert info["no connection"] == {
+        "sent": False,
+        "log": [
+            "email to ops@example.com (connection no_such_smtp) not sent: "
+            "AirflowException: SMTP connection is not found."
+        ],
+    }
+    assert info["closed port"] == {
+        "sent": False,
+        "log": [
+            "email to ops@example.com (connection closed_smtp) not sent: "
+            "ConnectionRefusedError: [Errno 111] Connection refused"
+        ],
+    }
+
+
+SEND_EMAILS = """
+import json, logging, os, sys
+sys.path.append(sys.argv[1])  # as Airflow puts the dags folder on sys.path
+import churn_batch_alerts as alerts
+
+records = []
+handler = logging.Handler()
+handler.emit = lambda record: records.append(record.getMessage())
+alerts.log.addHandler(handler)
+alerts.log.setLevel(logging.INFO)
+closed = json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": int(sys.argv[2]),
+                     "extra": {"disable_ssl": True, "disable_tls": True, "retry_limit": 0}})
+os.environ["AIRFLOW_CONN_CLOSED_SMTP"] = closed
+cases = {
+    "no recipient": {"email_to": ""},
+    "no connection": {"email_to": "ops@example.com", "email_conn_id": "no_such_smtp"},
+    "closed port": {"email_to": "ops@example.com", "email_conn_id": "closed_smtp"},
+}
+out = {}
+for name, values in cases.items():
+    records.clear()
+    settings = {"email_conn_id": "smtp_default", "email_from": "a@example.com", **values}
+    sent = alerts.send_email(settings.__getitem__, "subject", "text", {"run": "r"})
+    out[name] = {"sent": sent, "log": list(records)}
+print(json.dumps(out))
+"""
 
 
 def test_docs_list_every_variable_of_the_dag() -> None:
