@@ -125,8 +125,8 @@ def start_scenario(
         "churn_batch_email_to": f"{name}@example.com",
         "churn_batch_email_from": SENDER,
         # `airflow dags test` (3.3.2) fails a successful run of a DAG with a deadline as it
-        # ends (it looks the deadline up by its definition instead of its id); the deadline is
-        # tested under a scheduler in test_deadline.py.
+        # ends (it looks the deadline up by its definition instead of its id: apache/airflow
+        # issue 73428); the deadline is tested under a scheduler in test_deadline.py.
         "churn_batch_deadline_seconds": "0",
         **{f"churn_batch_{k}": v for k, v in settings.items()},
     }
