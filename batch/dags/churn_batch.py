@@ -1,32 +1,27 @@
 """Daily churn scoring: wait for the day's customer file(s), score them with `churn-batch`, alert.
 
-Drop this file into any Airflow 3 deployment's dags folder. It imports only Airflow and the
-standard library: the project itself runs outside Airflow's environment, through a command
-prefix (`churn_batch_command`: `churn-batch` on PATH, `/opt/churn/.venv/bin/churn-batch`,
-`docker run --rm -v /data:/data churn-serving churn-batch`, ...).
+Copy this file and `churn_batch_alerts.py` into an Airflow 3 deployment's dags folder. They
+import only Airflow (with the SMTP provider for email) and the standard library: the project
+runs outside Airflow's environment, through a command prefix (`churn_batch_command`).
+docs/scheduling.md has the details. One run per day, `ds` its logical date (UTC):
 
-Tasks, one run per day (the run's logical date `ds` is the day, UTC):
-
-1. `wait_for_input` (a Python sensor, reschedule mode: it holds no worker slot between pokes)
-   globs `churn_batch_input_pattern`, rendered with Jinja (`{{ ds }}`, `{{ ds_nodash }}`, ...),
-   until it matches a file; after `churn_batch_sensor_timeout_seconds` it fails (no retry) and
-   the failure alert goes out. A glob needs no filesystem connection, unlike `FileSensor`.
+1. `wait_for_input` (a Python sensor, reschedule mode) globs `churn_batch_input_pattern`
+   (Jinja-rendered) until it matches a file; after the sensor timeout it fails, no retry.
 2. `score` runs `COMMAND PATTERN --output OUTPUT_ROOT/ds --as-of ds --overwrite
-   --fail-on-anomaly [--model TAG]` and maps the script's exit code:
-   0 done (optional success summary); 1 runtime failure: retried; 2 bad usage, unreadable input
-   or model not found: failed at once, no retry (it would fail the same way again); 3 anomalies
-   in the report: failed, no retry, and an anomaly alert listing them from `report.json`.
-   `--overwrite` makes a re-run of a day replace that day's output (the script swaps it in only
-   when complete).
+   --fail-on-anomaly [--model TAG]` and maps its exit code: 0 done (optional summary); 1
+   retried; 2 (bad usage, unreadable input, no model) failed, no retry; 3 anomalies: failed,
+   no retry, one anomaly alert listing them from `report.json`.
 
-Alerts are JSON POSTs of `{"text": ...}` (Slack-compatible) to the webhook in
-`churn_batch_webhook_url`: a task's final failure, and anomalies. With no URL set nothing is
-sent (the task log says so). A failing webhook is logged and never fails the run.
+Alerts (a task's final failure, anomalies, a run past its deadline) go to the webhook
+(`churn_batch_webhook_url`) and by email (`churn_batch_email_to`, through the SMTP connection
+`churn_batch_email_conn_id`); each is optional (the task log says what was not sent) and a
+failing one never fails the run. The deadline (`churn_batch_deadline_seconds` after the run
+was queued) is an Airflow DeadlineAlert, whose callback the executor runs.
 
-Every setting is an Airflow Variable `churn_batch_<name>` (in the metadata database, a secrets
-backend, or the environment as `AIRFLOW_VAR_CHURN_BATCH_<NAME>`); SETTINGS below lists each with
-its default. Schedule, retries and timeouts are read when the file is parsed (a change shows at
-the next parse); the others when a task runs.
+Every setting is an Airflow Variable `churn_batch_<name>` (metadata database, a secrets backend,
+or the environment as `AIRFLOW_VAR_CHURN_BATCH_<NAME>`); SETTINGS lists each with its default.
+Schedule, retries, timeouts and the deadline are read when the file is parsed; the others when
+a task runs.
 """
 
 from __future__ import annotations
@@ -37,20 +32,22 @@ import logging
 import os
 import shlex
 import subprocess
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import churn_batch_alerts as alerts  # beside this file in the dags folder
 from airflow.sdk import (
     CronTriggerTimetable,
+    DeadlineAlert,
+    DeadlineReference,
     PokeReturnValue,
+    SyncCallback,
     Variable,
     dag,
     get_current_context,
     task,
 )
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
-from airflow.sdk.log import mask_secret
 
 DAG_ID = "churn_batch"
 VARIABLE_PREFIX = "churn_batch_"
@@ -72,7 +69,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "the run writes OUTPUT_ROOT/<ds>/ (predictions, rejects, report.json, report.html)",
     ),
     "model_tag": ("", "model store tag passed as --model; empty: the script's own default"),
-    "webhook_url": ("", "alerts (task failure, anomalies); empty: no alerts"),
+    "webhook_url": ("", "alerts (task failure, anomalies, deadline); empty: none"),
+    "email_to": ("", "the same alerts by email, comma-separated addresses; empty: no email"),
+    "email_conn_id": ("smtp_default", "Airflow SMTP connection the email goes through"),
+    "email_from": ("", "sender address; empty: the connection's from_email extra"),
     "summary_webhook_url": ("", "success summary; empty: none (may equal webhook_url)"),
     "schedule": ("@daily", "cron expression, UTC; ds is the day the run is due"),
     "retries": ("2", "retries of a task that fails with a retryable error (exit 1)"),
@@ -80,10 +80,15 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "execution_timeout_seconds": ("7200", "bound on one try of the scoring task"),
     "sensor_timeout_seconds": ("43200", "how long to wait for the day's input"),
     "poke_interval_seconds": ("300", "how often to look for it"),
+    "deadline_seconds": (
+        "7200",
+        "alert when a run is unfinished this long after it was queued"
+        " (the old SLA; 0: no deadline alert)",
+    ),
 }
 
+DEADLINE_ALERT_SETTINGS = ("email_to", "email_conn_id", "email_from")  # not webhook_url: secret
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ANOMALY = 0, 1, 2, 3
-WEBHOOK_TIMEOUT_SECONDS = 10
 KILL_GRACE_SECONDS = 30  # SIGTERM lets churn-batch remove its partial output; then SIGKILL
 
 log = logging.getLogger(__name__)
@@ -114,42 +119,13 @@ class AlertedFailure(AirflowFailException):
     """A failure whose alert the task has already sent (the failure callback skips it)."""
 
 
-# --- alerts -----------------------------------------------------------------------------------
-
-
-def post_webhook(setting_name: str, text: str) -> bool:
-    """POST {"text": text} to the URL in that setting; False (logged) if unset or it fails."""
-    url = setting(setting_name)
-    if not url:
-        log.info("no %s%s set: not sending: %s", VARIABLE_PREFIX, setting_name, text)
-        return False
-    mask_secret(url)  # a webhook URL carries its credentials (Slack's do)
-    body = json.dumps({"text": text}).encode()
-    request = urllib.request.Request(
-        url, data=body, method="POST", headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:
-            response.read()
-    except Exception as exc:  # noqa: BLE001 - an alert that cannot go out must not fail the run
-        log.warning("webhook %s%s failed: %s", VARIABLE_PREFIX, setting_name, exc)
-        return False
-    log.info("sent to %s%s: %s", VARIABLE_PREFIX, setting_name, text)
-    return True
+# --- alerts (churn_batch_alerts.py) ---------------------------------------------------------
 
 
 def on_failure(context: dict[str, Any]) -> None:
     """on_failure_callback: a task failed for good (no retry left, or not retryable)."""
-    exc = context.get("exception")
-    if isinstance(exc, AlertedFailure):
-        return
-    ti = context["ti"]
-    text = (
-        f"{DAG_ID} {context['ds']}: task {ti.task_id} failed "
-        f"(try {ti.try_number} of {ti.max_tries + 1}): {type(exc).__name__}: {exc}. "
-        f"Log: {ti.log_url}"
-    )
-    post_webhook("webhook_url", text)
+    if not isinstance(context.get("exception"), AlertedFailure):
+        alerts.task_failed(setting, context)
 
 
 # --- running the script -----------------------------------------------------------------------
@@ -219,12 +195,33 @@ def _count(value: Any) -> str:
 # --- the DAG ----------------------------------------------------------------------------------
 
 
+def deadline() -> DeadlineAlert | None:
+    """The run's deadline (Airflow 3's successor of the SLA), counted from when it was queued."""
+    seconds = int_setting("deadline_seconds")
+    if not seconds:
+        return None
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=timedelta(seconds=seconds),
+        # Run by the executor (LocalExecutor and others with callback support), importing the
+        # module from the dags folder; it gets the non-secret alert settings as parsed.
+        callback=SyncCallback(
+            alerts.deadline_callback,
+            kwargs={
+                "deadline_seconds": seconds,
+                "parsed": {name: setting(name) for name in DEADLINE_ALERT_SETTINGS},
+            },
+        ),
+    )
+
+
 @dag(
     dag_id=DAG_ID,
     schedule=CronTriggerTimetable(setting("schedule"), timezone="UTC"),
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
+    deadline=deadline(),
     doc_md=__doc__,
     tags=["churn", "batch"],
     default_args={
@@ -277,14 +274,16 @@ def churn_batch() -> None:
                 f"the scored data, task failed (not retried). Report: {summary['report_html']}\n"
                 + "\n".join(lines)
             )
-            post_webhook("webhook_url", text)
+            subject = f"{DAG_ID} {ds}: {len(found)} anomal{'y' if len(found) == 1 else 'ies'}"
+            alerts.alert(setting, subject, text, alerts.run_details(context))
             raise AlertedFailure(f"churn-batch exited {code}: anomalies found: " + "; ".join(lines))
         if code != EXIT_OK:
             how = f"was killed by signal {-code}" if code < 0 else f"exited {code}"
             raise AirflowException(f"churn-batch {how} (run failed): {last_line}")
         summary = summarize(output, read_report(output))
         rate = summary["churn_rate"]
-        post_webhook(
+        alerts.post_webhook(
+            setting,
             "summary_webhook_url",
             f"{DAG_ID} {ds}: scored {_count(summary['rows_scored'])} of "
             f"{_count(summary['rows_in'])} rows, {_count(summary['rows_rejected'])} rejected, "

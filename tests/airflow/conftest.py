@@ -13,11 +13,15 @@
 If Airflow cannot be installed the tests fail; they never skip.
 """
 
+import asyncio
 import hashlib
+import html
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -26,17 +30,28 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from aiosmtpd.smtp import SMTP
 
 from tests.support import ROOT
 
 # Verified with this project's DAG on Python 3.11; override to try another release.
 AIRFLOW_REQUIREMENT = os.environ.get("CHURN_AIRFLOW_REQUIREMENT", "apache-airflow==3.3.2")
+# The DAG's email alerts (SmtpNotifier); installed with Airflow so pip resolves them together.
+SMTP_PROVIDER_REQUIREMENT = os.environ.get(
+    "CHURN_AIRFLOW_SMTP_REQUIREMENT", "apache-airflow-providers-smtp==3.2.0"
+)
+REQUIREMENTS = [AIRFLOW_REQUIREMENT, SMTP_PROVIDER_REQUIREMENT]
 CACHE_ROOT = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "churn-serving"
 DAG_FILE = ROOT / "batch" / "dags" / "churn_batch.py"
+# What a deployment copies into its dags folder.
+DAG_FILES = [DAG_FILE, ROOT / "batch" / "dags" / "churn_batch_alerts.py"]
 DAG_ID = "churn_batch"
 READY = ".churn-ready"  # written last into a complete venv
 BUILD_TIMEOUT = 1200
@@ -45,7 +60,7 @@ CLI_TIMEOUT = 300
 
 def _venv_key() -> str:
     base = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
-    text = "\n".join([AIRFLOW_REQUIREMENT, sys.version, base])
+    text = "\n".join([*REQUIREMENTS, sys.version, base])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -81,9 +96,9 @@ def airflow_venv() -> Path:
     try:
         _run_logged([sys.executable, "-m", "venv", str(building)], log, 120)
         pip = [str(building / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-        _run_logged([*pip, AIRFLOW_REQUIREMENT], log, BUILD_TIMEOUT)
+        _run_logged([*pip, *REQUIREMENTS], log, BUILD_TIMEOUT)
         log.unlink()
-        (building / READY).write_text(AIRFLOW_REQUIREMENT + "\n")
+        (building / READY).write_text("\n".join(REQUIREMENTS) + "\n")
         if target.exists() and not (target / READY).is_file():
             shutil.rmtree(target)  # not ours and incomplete: a stale leftover
         try:
@@ -101,18 +116,24 @@ def airflow_python() -> Path:
     try:
         return airflow_venv()
     except (OSError, RuntimeError, subprocess.TimeoutExpired) as exc:
-        pytest.fail(f"cannot build the Airflow virtualenv ({AIRFLOW_REQUIREMENT}): {exc}")
+        pytest.fail(f"cannot build the Airflow virtualenv ({' '.join(REQUIREMENTS)}): {exc}")
 
 
 @pytest.fixture(scope="session")
 def dags_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A dags folder with only this project's DAG file (as a deployment would have it)."""
+    """A dags folder with only this project's DAG files (as a deployment would have it)."""
     folder = tmp_path_factory.mktemp("airflow-dags")
-    shutil.copy(DAG_FILE, folder)
+    for path in DAG_FILES:
+        shutil.copy(path, folder)
     return folder
 
 
-def airflow_env(home: Path, dags: Path, variables: dict[str, str] | None = None) -> dict[str, str]:
+def airflow_env(
+    home: Path,
+    dags: Path,
+    variables: dict[str, str] | None = None,
+    connections: dict[str, str] | None = None,
+) -> dict[str, str]:
     """The environment of an Airflow command: inherited, minus any AIRFLOW_* settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update(
@@ -124,6 +145,8 @@ def airflow_env(home: Path, dags: Path, variables: dict[str, str] | None = None)
     )
     for name, value in (variables or {}).items():
         env[f"AIRFLOW_VAR_{name.upper()}"] = value
+    for conn_id, value in (connections or {}).items():
+        env[f"AIRFLOW_CONN_{conn_id.upper()}"] = value
     return env
 
 
@@ -173,6 +196,12 @@ class DagRun:
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
+    def run_id(self) -> str:
+        """The run's id, from its metadata database."""
+        with sqlite3.connect(self.home / "airflow.db") as db:
+            [(run_id,)] = db.execute("SELECT run_id FROM dag_run WHERE dag_id = ?", (DAG_ID,))
+        return run_id
+
     def task_instances(self) -> dict[str, dict]:
         """task_id -> state, try_number, max_tries, from the run's metadata database."""
         with sqlite3.connect(self.home / "airflow.db") as db:
@@ -194,13 +223,19 @@ class Airflow:
         shutil.copy(self.template_db, path / "airflow.db")
         return path
 
-    def start_dags_test(self, home: Path, day: str, variables: dict[str, str]) -> DagRun:
+    def start_dags_test(
+        self,
+        home: Path,
+        day: str,
+        variables: dict[str, str],
+        connections: dict[str, str] | None = None,
+    ) -> DagRun:
         log = home / "dags-test.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 [str(self.python), "-m", "airflow", "dags", "test", DAG_ID, day],
                 cwd=home,
-                env=airflow_env(home, self.dags, variables),
+                env=airflow_env(home, self.dags, variables, connections),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -284,3 +319,98 @@ def webhook() -> Iterator[WebhookReceiver]:
         yield receiver
     finally:
         receiver.close()
+
+
+@dataclass
+class Email:
+    sender: str
+    recipients: list[str]
+    message: EmailMessage
+
+    @property
+    def subject(self) -> str:
+        return str(self.message["Subject"])
+
+    @property
+    def html(self) -> str:
+        part = self.message.get_body(("html",))
+        assert part is not None, self.message.as_string()[:2000]
+        return str(part.get_content())
+
+
+def text_of(html_body: str) -> str:
+    """The text a mail client shows for an HTML body: tags dropped, entities decoded."""
+    return html.unescape(re.sub(r"<[^>]+>", "\n", html_body))
+
+
+REFUSED = "refused@example.com"  # the sink answers 550 to this recipient
+
+
+class SmtpSink:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1 that keeps every message it accepts."""
+
+    def __init__(self) -> None:
+        self.emails: list[Email] = []
+        self.changed = threading.Condition()
+        # Its own loop in a thread, serving a socket bound here: the port is known before it
+        # starts (aiosmtpd's Controller cannot take port 0).
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.server: asyncio.Server | None = None
+
+    def start(self) -> None:
+        self.thread.start()
+        serve = self.loop.create_server(lambda: SMTP(self), sock=self.sock)
+        self.server = asyncio.run_coroutine_threadsafe(serve, self.loop).result(30)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.loop.call_soon_threadsafe(self.server.close)
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+        self.sock.close()
+        self.loop.close()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:  # noqa: N802
+        if address == REFUSED:
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 - aiosmtpd's hook
+        message = BytesParser(policy=policy.default).parsebytes(envelope.content)
+        assert isinstance(message, EmailMessage)
+        with self.changed:  # recorded before the sender hears 250
+            self.emails.append(Email(envelope.mail_from, list(envelope.rcpt_tos), message))
+            self.changed.notify_all()
+        return "250 Message accepted for delivery"
+
+    def connection(self, **extra: object) -> str:
+        """An Airflow SMTP connection (JSON, for AIRFLOW_CONN_*) to this server: plain SMTP."""
+        extra = {"disable_ssl": True, "disable_tls": True, "retry_limit": 0, **extra}
+        conn = {"conn_type": "smtp", "host": "127.0.0.1", "port": self.port, "extra": extra}
+        return json.dumps(conn)
+
+    def sent_to(self, address: str) -> list[Email]:
+        with self.changed:
+            return [e for e in self.emails if address in e.recipients]
+
+    def wait_for(self, address: str, count: int = 1, timeout: float = CLI_TIMEOUT) -> list[Email]:
+        """The first `count` emails to address, once that many have arrived (else it fails)."""
+        with self.changed:
+            arrived = self.changed.wait_for(lambda: len(self.sent_to(address)) >= count, timeout)
+        assert arrived, f"{count} email(s) to {address} did not arrive in {timeout} s"
+        return self.sent_to(address)[:count]
+
+
+@pytest.fixture(scope="module")
+def smtp() -> Iterator[SmtpSink]:
+    sink = SmtpSink()
+    try:
+        sink.start()
+        yield sink
+    finally:
+        sink.stop()
