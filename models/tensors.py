@@ -95,6 +95,8 @@ class InferenceResponse(BaseModel):
 def parse_request(body: Any) -> InferenceRequest:
     """A decoded JSON body as an `InferenceRequest`; `InvalidTensorError` naming the input (or
     the request field) at fault otherwise."""
+    if not isinstance(body, dict):
+        raise InvalidTensorError("request body", "must be a JSON object")
     try:
         return InferenceRequest.model_validate(body)
     except ValidationError as exc:
