@@ -196,3 +196,10 @@ def refuse(decoded: tensors.Decoded, rejected: list[Rejected]) -> NoReturn:
     raise tensors.rejection_error(
         decoded, first.index, first.first.field, first.first.message, len(rejected) - 1
     )
+
+
+# Last, so that it only sees what no route above matched (a model name holding a "/", say):
+# the protocol's errors are JSON, where Starlette's own 404 is text.
+@router.api_route("/v2/{path:path}", methods=["GET", "POST"], include_in_schema=False)
+async def not_found(path: str) -> JSONResponse:
+    return JSONResponse({"error": f"no route /v2/{path}"}, status_code=404)
