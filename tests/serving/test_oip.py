@@ -250,3 +250,13 @@ def test_the_cache_and_the_metrics_are_those_of_the_batch_endpoint(production, p
         metric(production.url, "churn_validation_failures_total", endpoint="infer", field="age")
         == failures + 1
     )
+
+
+def test_binary_tensors_are_a_400_not_a_500(client):
+    """tritonclient's default (`binary_data=True`): the binary extension is not implemented."""
+    tensor = triton.InferInput("x", [1, 4], "FP64")
+    tensor.set_data_from_numpy(np.array([ROW]), binary_data=True)
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("churn", [tensor])
+    assert caught.value.status() == "400"
+    assert "not valid JSON" in caught.value.message()
