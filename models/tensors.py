@@ -43,6 +43,7 @@ NUMERIC_TYPES: Final = frozenset(
         "FP64",
     ]
 )
+NAME_SHOWN: Final = 64  # characters of a client's tensor name an error quotes
 COLUMN_INPUTS: Final = (*NUMERIC_FIELDS, DATE_COLUMN, DAYS_COLUMN)
 # Every output, shape [N], and its datatype (confidence_level: one of CONFIDENCE_LEVELS).
 OUTPUTS: Final = {
@@ -92,6 +93,12 @@ class InferenceResponse(BaseModel):
     outputs: list[ResponseOutput]
 
 
+def named(name: str, kind: str = "input") -> str:
+    """How an error names a tensor: quoted and escaped, and cut short, as the client chose it
+    and the log line of the error shows it."""
+    return f"{kind} {name[:NAME_SHOWN]!r}"
+
+
 def parse_request(body: Any) -> InferenceRequest:
     """A decoded JSON body as an `InferenceRequest`; `InvalidTensorError` naming the input (or
     the request field) at fault otherwise."""
@@ -106,7 +113,7 @@ def parse_request(body: Any) -> InferenceRequest:
         if len(loc) >= 2 and loc[0] == "inputs" and isinstance(body, dict):
             raw = body["inputs"][loc[1]]
             if isinstance(raw, dict) and isinstance(raw.get("name"), str):
-                where = f"input '{raw['name']}'" + "".join(f".{p}" for p in loc[2:])
+                where = named(raw["name"]) + "".join(f".{p}" for p in loc[2:])
         raise InvalidTensorError(where, err["msg"]) from None
 
 
@@ -121,34 +128,38 @@ def flat(data: Sequence[Any]) -> Iterator[Any]:
 
 def _rows(tensor: RequestInput, columns: int | None) -> int:
     """N, for a tensor that must be [N, columns] (or [N] / [N, 1] when columns is None)."""
-    shape, named = tensor.shape, f"input '{tensor.name}'"
+    shape, where = tensor.shape, named(tensor.name)
     expected = f"[N, {columns}]" if columns else "[N] or [N, 1]"
     fits = (len(shape) == 2 and shape[1] == columns) if columns else shape[1:] in ([], [1])
     if not shape or not fits or shape[0] < 0:
-        raise InvalidTensorError(named, f"shape {shape} is not {expected}")
+        raise InvalidTensorError(where, f"shape {str(shape)[:NAME_SHOWN]} is not {expected}")
     if shape[0] > MAX_BATCH_ITEMS:
-        raise InvalidTensorError(named, f"{shape[0]} rows, more than {MAX_BATCH_ITEMS}")
+        raise InvalidTensorError(where, f"{shape[0]} rows, more than {MAX_BATCH_ITEMS}")
     return shape[0]
 
 
 def elements(tensor: RequestInput, columns: int | None = None) -> list[Any]:
     """The tensor's elements, checked against its shape and datatype (not the contract)."""
-    n, named = _rows(tensor, columns), f"input '{tensor.name}'"
+    n, where = _rows(tensor, columns), named(tensor.name)
     values = list(flat(tensor.data))
     if len(values) != n * (columns or 1):
-        raise InvalidTensorError(named, f"{len(values)} elements for shape {tensor.shape}")
+        raise InvalidTensorError(
+            where, f"{len(values)} elements for shape {str(tensor.shape)[:NAME_SHOWN]}"
+        )
     if tensor.datatype == "BYTES":
         if not all(isinstance(v, str) for v in values):
-            raise InvalidTensorError(named, "BYTES data must be strings")
+            raise InvalidTensorError(where, "BYTES data must be strings")
     elif tensor.datatype in NUMERIC_TYPES:
         integral = not tensor.datatype.startswith("FP")
         for v in values:
             number = isinstance(v, int if integral else int | float) and not isinstance(v, bool)
             if not number:
                 kind = "integers" if integral else "numbers"
-                raise InvalidTensorError(named, f"{tensor.datatype} data must be {kind}")
+                raise InvalidTensorError(where, f"{tensor.datatype} data must be {kind}")
     else:
-        raise InvalidTensorError(named, f"datatype {tensor.datatype!r} is not supported")
+        raise InvalidTensorError(
+            where, f"datatype {tensor.datatype[:NAME_SHOWN]!r} is not supported"
+        )
     return values
 
 
@@ -171,7 +182,7 @@ def requests_from_inputs(inputs: Sequence[RequestInput]) -> Decoded:
     tensor = inputs[0]
     if tensor.datatype != "FP64":
         raise InvalidTensorError(
-            f"input '{tensor.name}'", f"datatype {tensor.datatype} is not FP64"
+            named(tensor.name), f"datatype {tensor.datatype[:NAME_SHOWN]!r} is not FP64"
         )
     values = elements(tensor, len(FEATURES))
     width = len(FEATURES)
@@ -185,13 +196,13 @@ def _from_columns(inputs: Sequence[RequestInput]) -> Decoded:
     for t in inputs:
         if t.name not in COLUMN_INPUTS:
             known = ", ".join(COLUMN_INPUTS)
-            raise InvalidTensorError(f"input '{t.name}'", f"unknown input (expected {known})")
+            raise InvalidTensorError(named(t.name), f"unknown input (expected {known})")
         if t.name in by_name:
-            raise InvalidTensorError(f"input '{t.name}'", "given twice")
+            raise InvalidTensorError(named(t.name), "given twice")
         by_name[t.name] = t
     for name in NUMERIC_FIELDS:
         if name not in by_name:
-            raise InvalidTensorError(f"input '{name}'", "is missing")
+            raise InvalidTensorError(named(name), "is missing")
     if DATE_COLUMN not in by_name and DAYS_COLUMN not in by_name:
         raise InvalidTensorError(f"input '{DATE_COLUMN}' (or '{DAYS_COLUMN}')", "is missing")
     columns: dict[str, list[Any]] = {}
@@ -199,7 +210,9 @@ def _from_columns(inputs: Sequence[RequestInput]) -> Decoded:
         wanted = "BYTES" if name == DATE_COLUMN else "numeric"
         is_bytes = t.datatype == "BYTES"
         if is_bytes != (name == DATE_COLUMN):
-            raise InvalidTensorError(f"input '{name}'", f"datatype {t.datatype} is not {wanted}")
+            raise InvalidTensorError(
+                named(name), f"datatype {t.datatype[:NAME_SHOWN]!r} is not {wanted}"
+            )
         columns[name] = elements(t)
     sizes = {name: len(v) for name, v in columns.items()}
     if len(set(sizes.values())) > 1:
@@ -214,9 +227,7 @@ def rejection_error(
 ) -> InvalidTensorError:
     """The 400 for the first row the contract refused (row `index`, `field`: `message`)."""
     source = decoded.sources.get(field, field)
-    where = f"input '{source}'" + (
-        f" row {index}" if source == field else f" row {index} ({field})"
-    )
+    where = named(source) + (f" row {index}" if source == field else f" row {index} ({field})")
     rest = f" (and {more} more invalid row{'s' * (more > 1)})" if more else ""
     return InvalidTensorError(where, message + rest)
 
@@ -228,7 +239,7 @@ def requested_outputs(outputs: Sequence[RequestOutput] | None) -> list[str]:
     for o in outputs:
         if o.name not in OUTPUTS:
             known = ", ".join(OUTPUTS)
-            raise InvalidTensorError(f"output '{o.name}'", f"unknown output (expected {known})")
+            raise InvalidTensorError(named(o.name, "output"), f"unknown output (expected {known})")
     return [o.name for o in outputs]
 
 

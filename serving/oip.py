@@ -22,7 +22,7 @@ from models.contract import FEATURES
 from models.errors import ChurnError, InvalidTensorError, ModelUnavailableError, UnknownModelError
 from models.predict import Rejected
 from models.schema import BatchRequest
-from models.tensors import PROTOCOL_MODEL_NAME, InferenceResponse
+from models.tensors import NAME_SHOWN, PROTOCOL_MODEL_NAME, InferenceResponse
 from serving.app import running_service
 from serving.bentoml_fixes import error_response
 
@@ -70,11 +70,12 @@ def serving(model_name: str, version: str | None) -> Any:
     if service is None:
         raise ModelUnavailableError("the service is starting")
     if model_name != PROTOCOL_MODEL_NAME:
-        raise UnknownModelError(f"unknown model {model_name!r} (served: {PROTOCOL_MODEL_NAME!r})")
+        shown = model_name[:NAME_SHOWN]
+        raise UnknownModelError(f"unknown model {shown!r} (served: {PROTOCOL_MODEL_NAME!r})")
     if version is not None and version != served_version(service):
-        served = served_version(service)
+        served, shown = served_version(service), version[:NAME_SHOWN]
         raise UnknownModelError(
-            f"model {model_name!r} version {version!r} is not served (served: {served!r})"
+            f"model {model_name!r} version {shown!r} is not served (served: {served!r})"
         )
     return service
 

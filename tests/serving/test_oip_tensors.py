@@ -148,3 +148,12 @@ def test_a_refused_value_is_reported_against_the_tensor_that_carried_it():
     columns = decode(*COLUMNS)
     error = rejection_error(columns, 0, "last_purchase_date", "is not a valid date", 0)
     assert str(error) == "input 'last_purchase_date' row 0: is not a valid date"
+
+
+def test_a_clients_name_is_quoted_escaped_and_cut_short_in_an_error():
+    name = "bad\nname" + "x" * 1000
+    with pytest.raises(InvalidTensorError) as caught:
+        decode(*COLUMNS, tensor(name, [2], "FP64", [1, 2]))
+    assert "\n" not in str(caught.value)
+    assert str(caught.value).startswith("input 'bad\\nname")
+    assert len(str(caught.value)) < 200
