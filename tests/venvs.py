@@ -4,7 +4,7 @@ A venv is pip-installed once per requirement set and Python, and cached under
 ~/.cache/churn-serving/ (later runs and CI on the same machine reuse it). It is built in a
 temporary directory and renamed into place when complete, so an interrupted build is never
 reused; run it as `VENV/bin/python -m ...` (a renamed venv's script shebangs point at the build
-directory). The same scheme as tests/airflow/conftest.py's Airflow venv.
+directory). tests/airflow/conftest.py builds its Airflow venv with it too.
 """
 
 import hashlib
