@@ -48,7 +48,6 @@ from serving.scoring import ProbabilityFn, Scorer
 from serving.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
-Refusal = Callable[[list[Rejected]], None]
 # BentoML shows its own loggers' INFO lines, and only WARNING and above of others: ours too,
 # for the start-up line and the one line per client error (serving/bentoml_fixes.py).
 for _name in (__name__, "serving"):
@@ -68,10 +67,12 @@ SERVICE_CONFIG = {
     # latencies are in /metrics, errors are logged anyway. Turn it on with BENTOML_CONFIG_OVERRIDES=
     # '{"services": {"churn_service": {"logging": {"access": {"enabled": true}}}}}' (nested JSON).
     "logging": {"access": {"enabled": False}},
-    "tracing": {"excluded_urls": ["/predict", "/health", "/livez", "/readyz", "/metrics"]},
+    "tracing": {"excluded_urls": ["/predict", "/health", "/livez", "/readyz", "/metrics", "/v2/"]},
     "runner_connection": bentoml_fixes.RUNNER_CONNECTION,
 }
 routes.include_router(oip.router)  # the Open Inference Protocol's routes (docs/oip.md)
+# What a caller of `score_requests` does with the rejected items: raise (the protocol's 400).
+Refusal = Callable[[list[Rejected]], None]
 # Any JSON value: the API method validates it (the docs show the real schema: serving/docs.py).
 Body = Annotated[Any, WithJsonSchema({"description": "a JSON body; see the API docs"})]
 
