@@ -60,7 +60,7 @@ class RequestInput(BaseModel):
     shape: list[int]
     datatype: str
     parameters: dict[str, Any] | None = None
-    data: list[Any]
+    data: list[Any] | None = None  # None: sent as binary data (models/tensors_binary.py)
 
 
 class RequestOutput(BaseModel):
@@ -141,6 +141,8 @@ def _rows(tensor: RequestInput, columns: int | None) -> int:
 def elements(tensor: RequestInput, columns: int | None = None) -> list[Any]:
     """The tensor's elements, checked against its shape and datatype (not the contract)."""
     n, where = _rows(tensor, columns), named(tensor.name)
+    if tensor.data is None:
+        raise InvalidTensorError(where, "has no data (nor binary_data_size)")
     values = list(flat(tensor.data))
     if len(values) != n * (columns or 1):
         raise InvalidTensorError(

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from pydantic_core import from_json
 
-from models import tensors
+from models import tensors, tensors_binary
 from models.contract import FEATURES
 from models.errors import ChurnError, InvalidTensorError, ModelUnavailableError, UnknownModelError
 from models.predict import Rejected
@@ -166,11 +166,14 @@ async def version_infer(model_name: str, model_version: str, request: Request) -
 async def _infer(request: Request, model_name: str, version: str | None) -> Any:
     try:
         service = serving(model_name, version)
+        header = request.headers.get(tensors_binary.HEADER)
+        text, binary = tensors_binary.split_body(await request.body(), header)
         try:
-            body = from_json(await request.body())
+            body = from_json(text)
         except ValueError:
             raise InvalidTensorError("request body", "is not valid JSON") from None
         inference = tensors.parse_request(body)
+        tensors_binary.attach_binary(inference, binary)
         names = tensors.requested_outputs(inference.outputs)
         decoded = tensors.requests_from_inputs(inference.inputs)
         score = functools.partial(

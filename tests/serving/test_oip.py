@@ -1,7 +1,8 @@
 """The Open Inference Protocol against a served bento, with Triton's own client, unchanged.
 
-tritonclient sends JSON tensors here (`binary_data=False` on every input and output): the
-service does not implement the protocol's binary-data extension (docs/oip.md). The independent
+tritonclient sends JSON tensors (`binary_data=False`) in most tests, and its default binary
+data (the protocol's binary extension, for inputs) in `test_binary_tensors_get_the_same_bits`;
+answers are JSON either way (docs/oip.md). The independent
 expectation of every probability is the in-process predictor on the matrix worked out by
 tests/expected.py, and /predict/batch's answer for the same customers.
 """
@@ -252,11 +253,31 @@ def test_the_cache_and_the_metrics_are_those_of_the_batch_endpoint(production, p
     )
 
 
-def test_binary_tensors_are_a_400_not_a_500(client):
-    """tritonclient's default (`binary_data=True`): the binary extension is not implemented."""
-    tensor = triton.InferInput("x", [1, 4], "FP64")
-    tensor.set_data_from_numpy(np.array([ROW]), binary_data=True)
-    with pytest.raises(InferenceServerException) as caught:
-        client.infer("churn", [tensor])
-    assert caught.value.status() == "400"
-    assert "not valid JSON" in caught.value.message()
+def test_binary_tensors_get_the_same_bits(client, bento):
+    """tritonclient's default (`binary_data=True`): the binary extension, for inputs."""
+    matrix = feature_matrix(CUSTOMERS, AS_OF)
+    tensor = triton.InferInput("x", list(matrix.shape), "FP64")
+    tensor.set_data_from_numpy(matrix)
+    got = client.infer("churn", [tensor]).as_numpy("churn_probability")
+    columns = column_inputs(CUSTOMERS)
+    for name, c in zip((*COLUMNS, "last_purchase_date"), columns, strict=True):
+        values = np.array([x[name] for x in CUSTOMERS])
+        c.set_data_from_numpy(values.astype(np.object_ if name not in COLUMNS else np.float64))
+    by_column = client.infer("churn", columns).as_numpy("churn_probability")
+    batch = bits([p["churn_probability"] for p in batch_scores(bento.url, CUSTOMERS)])
+    np.testing.assert_array_equal(bits(got), batch)
+    np.testing.assert_array_equal(bits(by_column), batch)
+
+
+def test_binary_data_that_does_not_add_up_is_a_400(bento):
+    json_part = json.dumps(
+        {"inputs": [{**tensor("x", [1, 4], "FP64", []), "parameters": {"binary_data_size": 32}}]}
+    ).encode()
+    resp = httpx.post(
+        f"{bento.url}/v2/models/churn/infer",
+        content=json_part + b"\0" * 16,
+        headers={"Inference-Header-Content-Length": str(len(json_part))},
+        timeout=30,
+    )
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"].startswith("input 'x'")

@@ -3,7 +3,7 @@
 kserve 0.21.0 pins pandas<3 and psutil==5.9.8, which clash with the project, so it runs in a
 virtualenv of its own (tests/venvs.py, built once and cached): the test hands a script the
 customers' matrix as JSON and reads back what the client got, probabilities as their 64 bits.
-JSON tensors (`binary_data=False`): the service does not implement the binary extension.
+JSON tensors (`binary_data=False`); the binary form is tested with tritonclient (test_oip.py).
 """
 
 import json

@@ -1,7 +1,9 @@
 """The protocol's tensors as the contract's records, without a server (models/tensors.py)."""
 
+import struct
 from typing import Any
 
+import numpy as np
 import pytest
 
 from models.errors import InvalidTensorError
@@ -12,6 +14,7 @@ from models.tensors import (
     requested_outputs,
     requests_from_inputs,
 )
+from models.tensors_binary import attach_binary, split_body
 
 
 def tensor(name: str, shape: list[int], datatype: str, data: list[Any]) -> dict[str, Any]:
@@ -98,6 +101,7 @@ def test_days_stand_in_for_the_date():
         ([tensor("age", [3], "FP64", [1, 2, 3]), *COLUMNS[1:]], "inputs", "differ in length"),
         ([tensor("age", [2, 2], "FP64", [1, 2, 3, 4]), *COLUMNS[1:]], "input 'age'", "[N]"),
         ([tensor("x", [1, 4], "BOOL", [True] * 4)], "input 'x'", "not FP64"),
+        ([{"name": "x", "shape": [1, 4], "datatype": "FP64"}], "input 'x'", "has no data"),
     ],
 )
 def test_a_bad_tensor_is_an_error_naming_the_input(inputs, named, words):
@@ -115,7 +119,6 @@ def test_a_bad_tensor_is_an_error_naming_the_input(inputs, named, words):
         ({}, "inputs"),
         ({"inputs": []}, "inputs"),
         ([], "request body"),
-        ({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64"}]}, "input 'x'.data"),
         ({"inputs": [{"name": "x", "shape": "1", "datatype": "FP64", "data": []}]}, "input 'x'"),
         ({"inputs": [{"shape": [1], "datatype": "FP64", "data": [1]}]}, "inputs.0.name"),
     ],
@@ -157,3 +160,72 @@ def test_a_clients_name_is_quoted_escaped_and_cut_short_in_an_error():
     assert "\n" not in str(caught.value)
     assert str(caught.value).startswith("input 'bad\\nname")
     assert len(str(caught.value)) < 200
+
+
+# --- the binary-data extension (models/tensors_binary.py) ---------------------------------------
+
+
+def binary_request(*inputs: tuple[str, list[int], str, bytes]):
+    """A request whose inputs are all binary, and the bytes after its JSON, as tritonclient
+    lays them out."""
+    tensors = [
+        {"name": n, "shape": s, "datatype": t, "parameters": {"binary_data_size": len(b)}}
+        for n, s, t, b in inputs
+    ]
+    return parse_request({"inputs": tensors}), b"".join(b for *_, b in inputs)
+
+
+def strings(*texts: str) -> bytes:
+    return b"".join(struct.pack("<I", len(t.encode())) + t.encode() for t in texts)
+
+
+def test_binary_inputs_decode_to_the_same_records_as_json():
+    matrix = np.array(ROWS, np.float64)
+    request, binary = binary_request(("x", [2, 4], "FP64", matrix.astype("<f8").tobytes()))
+    attach_binary(request, binary)
+    assert requests_from_inputs(request.inputs) == decode(tensor("x", [2, 4], "FP64", ROWS))
+    dates = ("2026-06-01", "2025-05-26")
+    request, binary = binary_request(
+        ("age", [2], "FP32", np.array([42, 30], "<f4").tobytes()),
+        ("income", [2], "FP64", np.array([55000, 20000], "<f8").tobytes()),
+        ("purchase_history", [2], "INT64", np.array([12, 1], "<i8").tobytes()),
+        ("last_purchase_date", [2], "BYTES", strings(*dates)),
+    )
+    attach_binary(request, binary)
+    assert requests_from_inputs(request.inputs).records == decode(*COLUMNS).records
+
+
+@pytest.mark.parametrize(
+    ("inputs", "extra", "named", "words"),
+    [
+        ([("x", [1, 4], "FP64", b"\0" * 31)], b"", "input 'x'", "not whole FP64s"),
+        ([("d", [1], "BYTES", b"\5\0\0\0abc")], b"", "input 'd'", "cut short"),
+        ([("d", [1], "BYTES", b"\2\0")], b"", "input 'd'", "cut short"),
+        ([("d", [1], "BYTES", strings("a")[:-1] + b"\xff")], b"", "input 'd'", "UTF-8"),
+        ([("x", [1, 4], "BOOL", b"\1" * 4)], b"", "input 'x'", "not supported"),
+        ([("x", [1, 4], "FP64", b"\0" * 32)], b"\0", "request body", "1 bytes no input claims"),
+    ],
+)
+def test_bad_binary_data_is_an_error_naming_the_input(inputs, extra, named, words):
+    request, binary = binary_request(*inputs)
+    with pytest.raises(InvalidTensorError) as caught:
+        attach_binary(request, binary + extra)
+    assert caught.value.name == named
+    assert words in str(caught.value)
+
+
+def test_binary_data_larger_than_sent_is_an_error_naming_the_input():
+    request, _ = binary_request(("x", [1, 4], "FP64", b"\0" * 32))
+    with pytest.raises(InvalidTensorError, match="input 'x'"):
+        attach_binary(request, b"\0" * 8)
+
+
+@pytest.mark.parametrize("header", ["x", "-1", "1000"])
+def test_a_bad_json_length_header_is_an_error(header):
+    with pytest.raises(InvalidTensorError, match="inference-header-content-length"):
+        split_body(b"{}", header)
+
+
+def test_without_the_header_the_body_is_all_json():
+    assert split_body(b'{"inputs": []}', None) == (b'{"inputs": []}', b"")
+    assert split_body(b'{"a": 1}XYZ', "8") == (b'{"a": 1}', b"XYZ")
