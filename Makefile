@@ -69,7 +69,8 @@ test: lint  ## lint, then every test (starts its own Redis and Kafka-protocol br
 FAST_TESTS := tests/models tests/batch tests/streaming/test_messages.py tests/streaming/test_policy.py \
 	tests/streaming/test_bridge_step.py tests/streaming/test_logs.py tests/serving/test_auth_guard.py \
 	tests/serving/test_cache_window.py tests/serving/test_coalesce.py tests/serving/test_heap.py \
-	tests/serving/test_loop_lag.py tests/serving/test_bentoml_fixes.py tests/test_support.py
+	tests/serving/test_loop_lag.py tests/serving/test_bentoml_fixes.py tests/serving/test_oip_tensors.py \
+	tests/test_support.py
 FAST_EXCLUDE := --ignore=tests/batch/test_parity.py -m "not slow"
 test-fast: lint  ## lint, then the tests that start no server (about a minute; for development)
 	CHURN_TESTS_NO_SERVERS=1 $(BIN)/python -m pytest $(FAST_TESTS) $(FAST_EXCLUDE)

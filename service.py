@@ -10,6 +10,7 @@ method, so every 400 is the service's own (docs/api.md).
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -24,6 +25,7 @@ from models.contract import ERROR_COLUMN
 from models.explain import explain
 from models.features import matrix_from_records
 from models.predict import (
+    Rejected,
     frame_from_records,
     parse_batch,
     parse_request,
@@ -32,9 +34,10 @@ from models.predict import (
 )
 from models.prediction import Predictions
 from models.predictor import ChurnPredictor
+from models.schema import BatchRequest
 from monitoring.log import PredictionLog
 from monitoring.records import Served, dated, frame_served
-from serving import bentoml_fixes, heap, metrics, responses
+from serving import bentoml_fixes, heap, metrics, oip, responses
 from serving.app import routes
 from serving.bentoml_fixes import renders_errors
 from serving.cache import PredictionCache
@@ -64,9 +67,12 @@ SERVICE_CONFIG = {
     # latencies are in /metrics, errors are logged anyway. Turn it on with BENTOML_CONFIG_OVERRIDES=
     # '{"services": {"churn_service": {"logging": {"access": {"enabled": true}}}}}' (nested JSON).
     "logging": {"access": {"enabled": False}},
-    "tracing": {"excluded_urls": ["/predict", "/health", "/livez", "/readyz", "/metrics"]},
+    "tracing": {"excluded_urls": ["/predict", "/health", "/livez", "/readyz", "/metrics", "/v2/"]},
     "runner_connection": bentoml_fixes.RUNNER_CONNECTION,
 }
+routes.include_router(oip.router)  # the Open Inference Protocol's routes (docs/oip.md)
+# What a caller of `score_requests` does with the rejected items: raise (the protocol's 400).
+Refusal = Callable[[list[Rejected]], None]
 # Any JSON value: the API method validates it (the docs show the real schema: serving/docs.py).
 Body = Annotated[Any, WithJsonSchema({"description": "a JSON body; see the API docs"})]
 
@@ -162,12 +168,22 @@ class ChurnEndpoints:
         """Up to 1000 customers: invalid items are reported in `errors`, the rest scored at once.
 
         `"explain": true` (for the batch or an item) adds reason codes."""
+        return self.score_requests(parse_batch(body), "batch")
+
+    def score_requests(
+        self, batch: BatchRequest, endpoint: str, refuse: Refusal | None = None
+    ) -> ServedBatchResponse:
+        """/predict/batch's scoring, shared with the inference protocol's (serving/oip.py):
+        every item validated, the valid ones scored at once through the cache, counted and
+        logged. `refuse`, when given, sees the rejected items before anything is scored and
+        raises (the protocol answers all rows or none). Call it from a worker thread."""
         started, as_of = time.perf_counter(), self.settings.as_of_or_today()
-        batch = parse_batch(body)
         valid, rejected = split_requests(batch.requests, as_of)
-        metrics.record_batch_size("batch", len(batch.requests))
-        metrics.record_validation_failures("batch", (r.first.field for r in rejected))
+        metrics.record_batch_size(endpoint, len(batch.requests))
+        metrics.record_validation_failures(endpoint, (r.first.field for r in rejected))
         metrics.record_batch_ignored(batch.requests, valid, rejected)
+        if refuse is not None and rejected:
+            refuse(rejected)
         requests = [r for _, r in valid]
         matrix = matrix_from_records([r.features for r in requests], as_of)
         scores = self.scorer.in_thread(as_of).score(matrix)
@@ -178,7 +194,7 @@ class ChurnEndpoints:
         now = datetime.now(UTC)
         response = responses.batch_response(batch, requests, rejected, predictions, started, now)
         request_ids = [p.request_id for p in response.predictions]
-        served = Served("batch", predictions, request_ids, dated(requests), now, response.batch_id)
+        served = Served(endpoint, predictions, request_ids, dated(requests), now, response.batch_id)
         self.prediction_log.hand_over(served)
         return response
 

@@ -127,3 +127,27 @@ class OutputConflictError(ChurnError):
 
     error_code = HTTPStatus.CONFLICT
     public_message = "output already exists"
+
+
+class InvalidTensorError(ChurnError):
+    """An inference request of the Open Inference Protocol (models/tensors.py) whose tensors do
+    not fit the contract: wrong shape, datatype or value, or an input missing. The message names
+    the input (or the request field) at fault, and is the whole body, as the protocol has it."""
+
+    error_code = HTTPStatus.BAD_REQUEST
+
+    def __init__(self, name: str, message: str) -> None:
+        self.name = name
+        super().__init__(f"{name}: {message}")
+
+    def to_body(self) -> dict[str, Any]:
+        return {"error": str(self)}
+
+
+class UnknownModelError(ChurnError):
+    """A protocol path naming a model or a version this server does not serve."""
+
+    error_code = HTTPStatus.NOT_FOUND
+
+    def to_body(self) -> dict[str, Any]:
+        return {"error": str(self)}

@@ -64,8 +64,8 @@ VALIDATION_FAILURES = Counter(
 CLIENT_ERRORS = Counter(
     "churn_client_errors",
     "Requests answered with a 4xx because of the request (unreadable or invalid body, missing "
-    "or wrong token, body too large), by endpoint (predict | batch | dataframe, other for the "
-    "other paths the token and size checks refuse) and status",
+    "or wrong token, body too large), by endpoint (predict | batch | dataframe | infer, other "
+    "for the other paths the token and size checks refuse) and status",
     ["endpoint", "status"],
 )
 IGNORED_FIELDS = Counter(
@@ -78,7 +78,7 @@ IGNORED_FIELDS = Counter(
 )
 BATCH_SIZE = Histogram(
     "churn_batch_size",
-    "Customers per request of the batch and DataFrame endpoints",
+    "Customers per request of the batch, DataFrame and protocol inference endpoints",
     ["endpoint"],
     buckets=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000],
 )

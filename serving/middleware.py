@@ -31,7 +31,9 @@ from serving.settings import ServiceSettings
 logger = logging.getLogger("serving")
 
 # Probes, metrics and the API docs stay open; every other path needs a token when tokens are set.
+# The Open Inference Protocol's probes (serving/oip.py) too.
 OPEN_PATHS = frozenset(["/healthz", "/livez", "/readyz", "/metrics", "/health", "/", "/docs.json"])
+OPEN_PATHS |= {"/v2/health/live", "/v2/health/ready"}
 OPEN_PREFIXES = ("/static_content/",)
 ENDPOINTS = {"/predict": "predict", "/predict/batch": "batch", "/predict/dataframe": "dataframe"}
 JSON_TYPE = (b"content-type", b"application/json")
@@ -75,6 +77,14 @@ def build(app: ASGIApp, settings: ServiceSettings) -> ASGIApp:
     )
 
 
+def endpoint_of(path: str) -> str:
+    """The metrics label of a path; the protocol's inference (serving/oip.py), any model or
+    version, is `infer` and has its body checked like the prediction endpoints'."""
+    if path.startswith("/v2/models/") and path.endswith("/infer"):
+        return "infer"
+    return ENDPOINTS.get(path, "other")
+
+
 class Guard:
     def __init__(self, app: ASGIApp, tokens: TokenCheck, max_body_bytes: int) -> None:
         self.app = app
@@ -91,7 +101,7 @@ class Guard:
 
     async def guard(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
-        endpoint = ENDPOINTS.get(path, "other")
+        endpoint = endpoint_of(path)
         headers = dict(scope["headers"])
         if not (path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)):
             status = self.tokens.status(headers.get(b"authorization"))
@@ -119,7 +129,8 @@ class Guard:
         if body is None:
             await self.too_large(send, endpoint)
             return
-        if body.strip():
+        # A body of the protocol's binary extension is JSON only up to that header's length.
+        if body.strip() and b"inference-header-content-length" not in headers:
             try:
                 from_json(body)
             except ValueError as exc:

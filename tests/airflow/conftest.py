@@ -14,7 +14,6 @@ If Airflow cannot be installed the tests fail; they never skip.
 """
 
 import asyncio
-import hashlib
 import html
 import json
 import os
@@ -24,8 +23,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -40,6 +37,7 @@ import pytest
 from aiosmtpd.smtp import SMTP
 
 from tests.support import ROOT
+from tests.venvs import cached_venv, run_logged
 
 # Verified with this project's DAG on Python 3.11; override to try another release.
 AIRFLOW_REQUIREMENT = os.environ.get("CHURN_AIRFLOW_REQUIREMENT", "apache-airflow==3.3.2")
@@ -48,67 +46,17 @@ SMTP_PROVIDER_REQUIREMENT = os.environ.get(
     "CHURN_AIRFLOW_SMTP_REQUIREMENT", "apache-airflow-providers-smtp==3.2.0"
 )
 REQUIREMENTS = [AIRFLOW_REQUIREMENT, SMTP_PROVIDER_REQUIREMENT]
-CACHE_ROOT = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "churn-serving"
 DAG_FILE = ROOT / "batch" / "dags" / "churn_batch.py"
 # What a deployment copies into its dags folder.
 DAG_FILES = [DAG_FILE, ROOT / "batch" / "dags" / "churn_batch_alerts.py"]
 DAG_ID = "churn_batch"
-READY = ".churn-ready"  # written last into a complete venv
 BUILD_TIMEOUT = 1200
 CLI_TIMEOUT = 300
 
 
-def _venv_key() -> str:
-    base = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
-    text = "\n".join([*REQUIREMENTS, sys.version, base])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _run_logged(cmd: list[str], log: Path, timeout: float, **kwargs) -> None:
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **kwargs
-        )
-        try:
-            code = proc.wait(timeout)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-    if code != 0:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-        raise RuntimeError(f"{' '.join(map(str, cmd))} exited {code}:\n{tail}")
-
-
 def airflow_venv() -> Path:
-    """The cached venv's python, building the venv first if there is none."""
-    target = CACHE_ROOT / f"airflow-venv-{_venv_key()}"
-    python = target / "bin" / "python"
-    if (target / READY).is_file():
-        return python
-    CACHE_ROOT.mkdir(parents=True, exist_ok=True)
-    for stale in CACHE_ROOT.glob(f".{target.name}.building-*"):  # builds killed mid-way
-        if time.time() - stale.stat().st_mtime > 2 * BUILD_TIMEOUT:
-            shutil.rmtree(stale, ignore_errors=True)
-    building = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=CACHE_ROOT))
-    building.chmod(0o755)
-    log = building / "build.log"
-    try:
-        _run_logged([sys.executable, "-m", "venv", str(building)], log, 120)
-        pip = [str(building / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-        _run_logged([*pip, *REQUIREMENTS], log, BUILD_TIMEOUT)
-        log.unlink()
-        (building / READY).write_text("\n".join(REQUIREMENTS) + "\n")
-        if target.exists() and not (target / READY).is_file():
-            shutil.rmtree(target)  # not ours and incomplete: a stale leftover
-        try:
-            building.rename(target)
-        except OSError:
-            if not (target / READY).is_file():  # another session's complete build won
-                raise
-    finally:
-        shutil.rmtree(building, ignore_errors=True)
-    return python
+    """The cached venv's python, building the venv first if there is none (tests/venvs.py)."""
+    return cached_venv("airflow", REQUIREMENTS, BUILD_TIMEOUT)
 
 
 @pytest.fixture(scope="session")
@@ -159,7 +107,7 @@ def airflow_db(
     env = airflow_env(home, dags_folder)
     log = home / "setup.log"
     for args in (["db", "migrate"], ["dags", "reserialize"]):
-        _run_logged([str(airflow_python), "-m", "airflow", *args], log, CLI_TIMEOUT, env=env)
+        run_logged([str(airflow_python), "-m", "airflow", *args], log, CLI_TIMEOUT, env=env)
     return home / "airflow.db"
 
 

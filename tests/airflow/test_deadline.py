@@ -27,10 +27,10 @@ from tests.airflow.conftest import (
     Airflow,
     SmtpSink,
     WebhookReceiver,
-    _run_logged,
     airflow_env,
     text_of,
 )
+from tests.venvs import run_logged
 
 pytestmark = pytest.mark.slow
 
@@ -109,7 +109,7 @@ def late_run(
     airflow_cmd = [str(airflow.python), "-m", "airflow"]
     setup_log = home / "setup.log"
     for args in (["db", "migrate"], ["dags", "reserialize"]):
-        _run_logged([*airflow_cmd, *args], setup_log, CLI_TIMEOUT, env=env)
+        run_logged([*airflow_cmd, *args], setup_log, CLI_TIMEOUT, env=env)
     procs = []
     try:
         procs.append(
