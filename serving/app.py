@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from models.contract import MODEL_NAME
+from serving import seed
 from serving.cache import PredictionCache
 from serving.middleware import active_connections
 
@@ -113,6 +114,7 @@ def running_service() -> Any | None:
 
 
 routes = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+routes.include_router(seed.router)  # the replaced services' retired routes
 INFRASTRUCTURE: list[str | Enum] = ["Infrastructure"]
 
 

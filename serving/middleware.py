@@ -24,16 +24,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.errors import REQUEST, InvalidInputError
 from models.validation import describe
-from serving import loop_lag, metrics
+from serving import loop_lag, metrics, seed
 from serving.auth import TokenCheck
 from serving.settings import ServiceSettings
 
 logger = logging.getLogger("serving")
 
 # Probes, metrics and the API docs stay open; every other path needs a token when tokens are set.
-OPEN_PATHS = frozenset(["/healthz", "/livez", "/readyz", "/metrics", "/health", "/", "/docs.json"])
+# A retired route's 404 names its successor to anyone (serving/seed.py).
+OPEN_PATHS = frozenset(
+    ["/healthz", "/livez", "/readyz", "/metrics", "/health", "/", "/docs.json", *seed.RETIRED]
+)
 OPEN_PREFIXES = ("/static_content/",)
 ENDPOINTS = {"/predict": "predict", "/predict/batch": "batch", "/predict/dataframe": "dataframe"}
+ENDPOINTS |= {alias: ENDPOINTS[ours] for alias, ours in seed.ALIASES.items()}
 JSON_TYPE = (b"content-type", b"application/json")
 
 # HTTP requests inside `Guard` on this worker (one event loop, so no lock). A CORS preflight,
