@@ -32,12 +32,14 @@ def batch_body(body: Any) -> Any:
 
 def frame_records(body: Any) -> Any:
     """A DataFrame body in pandas' `split` or `columns` JSON layout as records, in row order;
-    records (a list) or anything else as it came. A cell absent from a column reads as null."""
+    records (a list) or anything else as it came. A cell absent from a column reads as null, and
+    a `split` row that is no list as a row without cells (each is answered, with its reason)."""
     if not isinstance(body, dict) or not body:
         return body
     columns, data = body.get("columns"), body.get("data")
-    if isinstance(columns, list) and isinstance(data, list):
-        return [dict(zip(columns, row, strict=False)) for row in data if isinstance(row, list)]
+    names = isinstance(columns, list) and all(isinstance(c, str) for c in columns)
+    if isinstance(columns, list) and names and isinstance(data, list):
+        return [dict(zip(columns, r, strict=False)) if isinstance(r, list) else {} for r in data]
     if all(isinstance(cells, dict) for cells in body.values()):
         index = list(dict.fromkeys(key for cells in body.values() for key in cells))
         return [{name: cells.get(i) for name, cells in body.items()} for i in index]

@@ -13,7 +13,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+import schemathesis
+from hypothesis import given, settings
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
 
+from serving.seed import ALIASES
 from tests.support import ROOT
 
 MIGRATION = ROOT / "docs" / "migration.md"
@@ -197,3 +202,58 @@ def test_the_migration_table_covers_every_served_route(client):
     assert {"/predict/batch", "/batch_predict", "/health", "/health_check"} <= served
     missing = {_normal(p) for p in served} - documented_routes(MIGRATION.read_text())
     assert not missing, f"routes without a row in {Path(MIGRATION).name}: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("path", sorted(ALIASES))
+def test_no_body_makes_an_alias_fail_with_a_5xx(bento, path):
+    # The aliases take any JSON (the layouts above are read by hand): schemathesis' bodies for
+    # them, as tests/reliability/test_fuzz.py drives ours.
+    schema = schemathesis.openapi.from_url(f"{bento.url}/docs.json")
+    (operation,) = [r.ok() for r in schema.get_all_operations() if r.ok().path == path]
+
+    @settings(max_examples=40, deadline=None, derandomize=True, database=None)
+    @given(case=operation.as_strategy())
+    def check(case):
+        response = case.call(base_url=bento.url, timeout=30)
+        assert response.status_code < 500, f"{case.path}: {response.text[:500]}"
+
+    check()
+
+
+def metric_rows(text: str) -> list[tuple[str, str]]:
+    """The (seed, ours) cells of the Metrics table."""
+    section = text.split("## Metrics", 1)[1]
+    rows = [line.split("|") for line in section.splitlines() if line.startswith("| ")]
+    return [(row[1], row[2]) for row in rows[1:] if len(row) > 3]
+
+
+def metric_names(cell: str) -> set[str]:
+    """`churn_cache_lookups_total{result="hit"}` as the family name `churn_cache_lookups`."""
+    names = {re.split(r"[{ ]", token)[0] for token in re.findall(r"`([^`]+)`", cell)}
+    return {name.removesuffix("_total") for name in names if re.fullmatch(r"[a-z_]+", name)}
+
+
+def test_each_seed_metric_maps_to_one_we_export_and_none_is_exported_twice(client):
+    import service  # noqa: F401  (defines the service's own metrics in this process)
+
+    post(client, "/predict/batch", {"requests": SEED_REQUESTS[:2]})
+    served = {f.name for f in text_string_to_metric_families(client.get("/metrics").text)}
+    defined = {f.name for f in REGISTRY.collect()}
+    rows = metric_rows(MIGRATION.read_text())
+    assert len(rows) >= 10
+    for seed_cell, ours_cell in rows:
+        # BentoML names the batched design's metrics only in that design.
+        ours = metric_names(ours_cell) - {"bentoml_service_adaptive_batch_size"}
+        assert ours, seed_cell
+        assert ours <= served | defined, (seed_cell, ours - served - defined)
+        assert not metric_names(seed_cell) & served, f"{seed_cell} is exported under both names"
+
+
+@pytest.mark.parametrize("path", ["/predict/dataframe", "/predict_dataframe"])
+def test_a_frame_with_an_item_that_is_no_record_is_a_400(client, path):
+    # Found by the fuzzing above: pandas raised on this mix, a 500 on both routes.
+    response = client.post(path, json=[{"age": 1}, 5])
+    assert response.status_code == 400
+    assert response.json()["detail"] == [
+        {"loc": [], "msg": "request: must be a JSON array of records", "type": "wrong_type"}
+    ]
