@@ -1,12 +1,14 @@
 """The clients of the two services this one replaces, replayed against a served bento
 (docs/migration.md): the FastAPI service's bodies, the old BentoService's routes, and the
-migration table checked against every route the service serves.
+migration table checked against every route and metric the service serves; and, without a
+server, the edge (`serving.middleware.Guard`) in front of the aliases and the retired route.
 
 The seed's code was not found; its bodies are the ones issues 2, 10 and 22 describe: the
 FastAPI `PredictionRequest` (`features` a free dict, so extra keys), its batch envelope, the
 BentoService's bare list and its legacy frame (`days_since_purchase`, no `customer_id`).
 """
 
+import json
 import re
 from datetime import datetime
 from pathlib import Path
@@ -257,3 +259,26 @@ def test_a_frame_with_an_item_that_is_no_record_is_a_400(client, path):
     assert response.json()["detail"] == [
         {"loc": [], "msg": "request: must be a JSON array of records", "type": "wrong_type"}
     ]
+
+
+@pytest.mark.parametrize(
+    ("alias", "endpoint"), [("/batch_predict", "batch"), ("/predict_dataframe", "dataframe")]
+)
+def test_with_tokens_an_alias_is_guarded_and_counted_as_the_route_it_aliases(alias, endpoint):
+    from tests.serving.test_auth_guard import AUTH, call, chunks, refused
+
+    before = refused(401, endpoint), refused(400, endpoint)
+    exchange, inner = call(alias)
+    assert (exchange.status, inner.calls) == (401, 0)
+    # The edge reads an alias' body as it reads ours: not JSON is the contract's 400.
+    exchange, inner = call(alias, AUTH, chunks(b"{not json"))
+    assert (exchange.status, inner.calls) == (400, 0)
+    assert json.loads(exchange.body)["detail"][0]["type"] == "not_json"
+    assert (refused(401, endpoint), refused(400, endpoint)) == (before[0] + 1, before[1] + 1)
+
+
+def test_the_retired_route_answers_without_a_token():
+    from tests.serving.test_auth_guard import call
+
+    exchange, inner = call("/health_check")
+    assert (exchange.status, inner.calls) == (200, 1)  # the inner app's answer: not refused
