@@ -282,3 +282,29 @@ def test_the_retired_route_answers_without_a_token():
 
     exchange, inner = call("/health_check")
     assert (exchange.status, inner.calls) == (200, 1)  # the inner app's answer: not refused
+
+
+# What the seed's clients sent and read besides the prediction fields (issues 2, 10).
+SEED_FIELDS = {
+    "features",
+    "priority",
+    "batch_id",
+    "predictions",
+    "errors",
+    "total_processed",
+    "success_count",
+    "error_count",
+    "status",
+    "model_loaded",
+    "last_updated",
+    "active_connections",
+    "redis_connected",
+    "current",
+}
+
+
+def test_the_migration_table_has_a_row_for_every_seed_field():
+    section = MIGRATION.read_text().split("## Fields", 1)[1].split("\n## ", 1)[0]
+    seed_cells = [line.split("|")[1] for line in section.splitlines() if line.startswith("| ")]
+    named = {token.split()[-1] for cell in seed_cells for token in re.findall(r"`([^`]+)`", cell)}
+    assert not (SEED_RESPONSE_FIELDS | SEED_FIELDS) - named
