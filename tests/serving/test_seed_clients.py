@@ -319,3 +319,12 @@ def test_the_migration_table_has_a_row_for_every_seed_field():
     seed_cells = [line.split("|")[1] for line in section.splitlines() if line.startswith("| ")]
     named = {token.split()[-1] for cell in seed_cells for token in re.findall(r"`([^`]+)`", cell)}
     assert not (SEED_RESPONSE_FIELDS | SEED_FIELDS) - named
+
+
+def test_the_document_marks_the_seed_routes_deprecated(client):
+    paths = client.get("/docs.json").json()["paths"]
+    for path in [*ALIASES, "/health_check"]:
+        operation = paths[path]["post"]
+        assert operation["deprecated"] is True, path
+        assert operation["tags"] == ["Seed compatibility"], path
+    assert not any(op.get("deprecated") for op in paths["/predict/batch"].values())
