@@ -34,7 +34,7 @@ from models.prediction import Predictions
 from models.predictor import ChurnPredictor
 from monitoring.log import PredictionLog
 from monitoring.records import Served, dated, frame_served
-from serving import bentoml_fixes, heap, metrics, responses, seed
+from serving import bentoml_fixes, heap, metrics, responses
 from serving.app import routes
 from serving.bentoml_fixes import renders_errors
 from serving.cache import PredictionCache
@@ -42,6 +42,7 @@ from serving.docs import DocsRoutes
 from serving.middleware import ServingMiddleware
 from serving.schema import ServedBatchResponse, ServedPrediction
 from serving.scoring import ProbabilityFn, Scorer
+from serving.seed import batch_body, frame_records
 from serving.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -162,22 +163,6 @@ class ChurnEndpoints:
         """Up to 1000 customers: invalid items are reported in `errors`, the rest scored at once.
 
         `"explain": true` (for the batch or an item) adds reason codes."""
-        return self._batch(body)
-
-    # The old BentoService's routes (serving/seed.py): the same functions as ours.
-    @bentoml.api(route="/batch_predict")
-    @renders_errors("batch", "/batch_predict")
-    def batch_predict(self, body: Body, /) -> ServedBatchResponse:
-        """Deprecated alias of /predict/batch: a bare JSON list of customers."""
-        return self._batch(seed.batch_body(body))
-
-    @bentoml.api(route="/predict_dataframe")
-    @renders_errors("dataframe", "/predict_dataframe")
-    def predict_dataframe_seed(self, body: Body, /) -> pd.DataFrame:
-        """Deprecated alias of /predict/dataframe; also pandas' `split` and `columns` layouts."""
-        return self._dataframe(seed.frame_records(body))
-
-    def _batch(self, body: Any) -> ServedBatchResponse:
         started, as_of = time.perf_counter(), self.settings.as_of_or_today()
         batch = parse_batch(body)
         valid, rejected = split_requests(batch.requests, as_of)
@@ -203,9 +188,6 @@ class ChurnEndpoints:
     def predict_dataframe(self, body: Body, /) -> pd.DataFrame:
         """Customers in (JSON records, flat columns), predictions out, with an `error` column per
         row; rows with a true `explain` column also get `reason_1..3` and `contribution_1..3`."""
-        return self._dataframe(body)
-
-    def _dataframe(self, body: Any) -> pd.DataFrame:
         frame = frame_from_records(body)
         scorer = self.scorer.in_thread(self.settings.as_of_or_today())
         out, predictions = score_frame(scorer, frame, scorer.as_of, self.predictor)
@@ -216,6 +198,18 @@ class ChurnEndpoints:
         metrics.record_validation_failures("dataframe", (r.split(":", 1)[0] for r in reasons))
         self.prediction_log.hand_over(frame_served(frame, out, predictions))
         return out
+
+    # The old BentoService's routes (serving/seed.py) run the plain functions behind ours
+    # (calling an API method itself would go through BentoML's HTTP self-proxy).
+    @bentoml.api(route="/batch_predict")
+    def batch_predict(self, body: Body, /) -> ServedBatchResponse:
+        """Deprecated alias of /predict/batch: a bare JSON list of customers."""
+        return ChurnEndpoints.predict_batch.func(self, batch_body(body))
+
+    @bentoml.api(route="/predict_dataframe")
+    def predict_dataframe_seed(self, body: Body, /) -> pd.DataFrame:
+        """Deprecated alias of /predict/dataframe; also pandas' `split` and `columns` layouts."""
+        return ChurnEndpoints.predict_dataframe.func(self, frame_records(body))
 
 
 @bentoml.service(name="churn_service", workers=SETTINGS.workers, **SERVICE_CONFIG)

@@ -31,14 +31,14 @@ from serving.settings import ServiceSettings
 logger = logging.getLogger("serving")
 
 # Probes, metrics and the API docs stay open; every other path needs a token when tokens are set.
-# A retired route's 404 names its successor to anyone (serving/seed.py).
-OPEN_PATHS = frozenset(
-    ["/healthz", "/livez", "/readyz", "/metrics", "/health", "/", "/docs.json", *seed.RETIRED]
-)
+OPEN_PATHS = frozenset(["/healthz", "/livez", "/readyz", "/metrics", "/health", "/", "/docs.json"])
 OPEN_PREFIXES = ("/static_content/",)
 ENDPOINTS = {"/predict": "predict", "/predict/batch": "batch", "/predict/dataframe": "dataframe"}
-ENDPOINTS |= {alias: ENDPOINTS[ours] for alias, ours in seed.ALIASES.items()}
 JSON_TYPE = (b"content-type", b"application/json")
+# The replaced services' routes (serving/seed.py): a retired route's 404 names its successor to
+# anyone; an alias is read and counted as the route it aliases.
+OPEN_PATHS |= frozenset(seed.RETIRED)
+ENDPOINTS |= {alias: ENDPOINTS[ours] for alias, ours in seed.ALIASES.items()}
 
 # HTTP requests inside `Guard` on this worker (one event loop, so no lock). A CORS preflight,
 # answered before `Guard`, is not counted.
