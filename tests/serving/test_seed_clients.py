@@ -192,7 +192,7 @@ def documented_routes(text: str) -> set[str]:
 
 
 def _normal(path: str) -> str:
-    """`/v2/models/churn/versions/{version}` and `{v}` alike."""
+    """`/v2/models/{model_name}` and `/v2/models/{m}` alike."""
     return re.sub(r"\{[^}]*\}", "{}", path)
 
 
