@@ -45,6 +45,7 @@ from serving.docs import DocsRoutes
 from serving.middleware import ServingMiddleware
 from serving.schema import ServedBatchResponse, ServedPrediction
 from serving.scoring import ProbabilityFn, Scorer
+from serving.seed import batch_body, frame_records
 from serving.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -213,6 +214,18 @@ class ChurnEndpoints:
         metrics.record_validation_failures("dataframe", (r.split(":", 1)[0] for r in reasons))
         self.prediction_log.hand_over(frame_served(frame, out, predictions))
         return out
+
+    # The old BentoService's routes (serving/seed.py) run the plain functions behind ours
+    # (calling an API method itself would go through BentoML's HTTP self-proxy).
+    @bentoml.api(route="/batch_predict")
+    def batch_predict(self, body: Body, /) -> ServedBatchResponse:
+        """Deprecated alias of /predict/batch: a bare JSON list of customers."""
+        return ChurnEndpoints.predict_batch.func(self, batch_body(body))
+
+    @bentoml.api(route="/predict_dataframe")
+    def predict_dataframe_seed(self, body: Body, /) -> pd.DataFrame:
+        """Deprecated alias of /predict/dataframe; also pandas' `split` and `columns` layouts."""
+        return ChurnEndpoints.predict_dataframe.func(self, frame_records(body))
 
 
 @bentoml.service(name="churn_service", workers=SETTINGS.workers, **SERVICE_CONFIG)

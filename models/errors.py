@@ -99,6 +99,20 @@ def _loc(error: FieldError) -> Loc:
     return () if error.field == REQUEST else (error.field,)
 
 
+class RetiredRouteError(ChurnError):
+    """A route of a replaced service that this one does not answer: the 404 names the route to
+    use instead (docs/migration.md), so a client moved over fails once, with the fix in hand."""
+
+    error_code = HTTPStatus.NOT_FOUND
+
+    def __init__(self, route: str, use: str) -> None:
+        self.use = use
+        super().__init__(f"{route} is not served here: use {use}")
+
+    def to_body(self) -> dict[str, Any]:
+        return {"error": str(self), "use": self.use}
+
+
 class ModelUnavailableError(ChurnError):
     """No model under the requested tag, or its files do not load."""
 

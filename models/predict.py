@@ -85,7 +85,8 @@ def parse_batch(body: Any) -> BatchRequest:
 
 def frame_from_records(body: Any) -> pd.DataFrame:
     """A DataFrame request body (JSON records) as a DataFrame, one row per record."""
-    if not isinstance(body, list):
+    # Every item an object: pandas raises on some mixes of objects and other values.
+    if not isinstance(body, list) or not all(isinstance(item, dict) for item in body):
         message = "must be a JSON array of records"
         raise InvalidInputError([FieldError(REQUEST, "wrong_type", message)])
     return pd.DataFrame(body)

@@ -17,13 +17,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from models.contract import MODEL_NAME
+from serving import seed
 from serving.cache import PredictionCache
 from serving.middleware import active_connections
 
 
 class Health(BaseModel):
-    status: Literal["ok", "degraded", "starting"] = Field(
-        description="degraded: predictions are served, but Redis does not answer"
+    status: Literal["healthy", "degraded", "starting"] = Field(
+        description="healthy: the FastAPI service's word, which its clients compare "
+        "(docs/migration.md); degraded: predictions are served, but Redis does not answer"
     )
     model_loaded: bool
     model_version: str | None = Field(description="the served tag")
@@ -65,11 +67,11 @@ async def health_report(
     started: float,
     model_created_at: datetime | None = None,
 ) -> Health:
-    """`status` is "ok", "degraded" (predicting, but Redis is unreachable) or "starting"."""
+    """`status` is "healthy", "degraded" (predicting, but Redis is unreachable) or "starting"."""
     connected = None if cache is None else await cache.ping()
     cache_state = "disabled" if connected is None else "ok" if connected else "unreachable"
     loaded = model_version is not None
-    status = "starting" if not loaded else "degraded" if cache_state == "unreachable" else "ok"
+    status = "starting" if not loaded else "degraded" if cache_state == "unreachable" else "healthy"
     return Health(
         status=status,
         model_loaded=loaded,
@@ -112,6 +114,7 @@ def running_service() -> Any | None:
 
 
 routes = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+routes.include_router(seed.router)  # the replaced services' retired routes
 INFRASTRUCTURE: list[str | Enum] = ["Infrastructure"]
 
 

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from models.contract import DATE_COLUMN, DAYS_COLUMN, FEATURE_FIELDS, ID_COLUMN, MAX_BATCH_ITEMS
 from models.schema import EXAMPLE_FEATURES, EXAMPLE_REQUEST, BatchRequest, PredictRequest
+from serving import seed
 
 TITLE = "Customer churn prediction"
 REF = "#/components/schemas/{model}"
@@ -71,6 +72,7 @@ BODIES: dict[str, type[BaseModel] | dict[str, Any]] = {
 TAGS = {
     "Service APIs": "Churn predictions for one customer, a batch, or a table of customers.",
     "Infrastructure": "Health, model versions, probes and Prometheus metrics.",
+    seed.TAG: "Deprecated routes of the services this one replaces (docs/migration.md).",
 }
 COLUMNS = ", ".join(f"`{name}`" for name in (ID_COLUMN, *FEATURE_FIELDS))
 AUTH_ON = (
@@ -142,6 +144,15 @@ def patch_spec(spec: dict[str, Any], model_version: str | None, auth: bool) -> d
             media = operation["requestBody"]["content"]["application/json"]
             media["schema"] = _component(schemas, body)
             _answer_as_component(operation, schemas)
+    # BentoML has no flag to keep an API out of the document: the aliases are marked here.
+    for alias, ours in seed.ALIASES.items():
+        operation = spec.get("paths", {}).get(alias, {}).get("post")
+        if operation is not None:
+            operation.update(
+                tags=[seed.TAG],
+                deprecated=True,
+                description=f"The old BentoService's route: answers as `POST {ours}`.",
+            )
     return spec
 
 

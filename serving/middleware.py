@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.errors import REQUEST, InvalidInputError
 from models.validation import describe
-from serving import loop_lag, metrics
+from serving import loop_lag, metrics, seed
 from serving.auth import TokenCheck
 from serving.settings import ServiceSettings
 
@@ -37,6 +37,10 @@ OPEN_PATHS |= {"/v2/health/live", "/v2/health/ready"}
 OPEN_PREFIXES = ("/static_content/",)
 ENDPOINTS = {"/predict": "predict", "/predict/batch": "batch", "/predict/dataframe": "dataframe"}
 JSON_TYPE = (b"content-type", b"application/json")
+# The replaced services' routes (serving/seed.py): a retired route's 404 names its successor to
+# anyone; an alias is read and counted as the route it aliases.
+OPEN_PATHS |= frozenset(seed.RETIRED)
+ENDPOINTS |= {alias: ENDPOINTS[ours] for alias, ours in seed.ALIASES.items()}
 
 # HTTP requests inside `Guard` on this worker (one event loop, so no lock). A CORS preflight,
 # answered before `Guard`, is not counted.

@@ -157,7 +157,7 @@ def test_hits_are_bit_identical_to_fresh_scores(predictor, redis_url):
 def test_cache_is_reported_by_health(production):
     body = httpx.get(f"{production.url}/health", timeout=10).json()
     assert body["cache"] == "ok"
-    assert body["status"] == "ok"
+    assert body["status"] == "healthy"
 
 
 def test_a_foreign_value_under_a_key_is_a_miss(authed: httpx.Client, db: redis.Redis):

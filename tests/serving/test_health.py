@@ -11,7 +11,7 @@ def test_bentoml_probes_answer(bento, path):
 
 def test_health_without_a_cache(bento, model_tag):
     body = httpx.get(f"{bento.url}/health", timeout=10).json()
-    assert body["status"] == "ok"
+    assert body["status"] == "healthy"
     assert body["model_loaded"] is True
     assert body["model_version"] == model_tag
     assert body["cache"] == "disabled"
