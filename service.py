@@ -209,13 +209,18 @@ class ChurnEndpoints:
         row; rows with a true `explain` column also get `reason_1..3` and `contribution_1..3`."""
         frame = frame_from_records(body)
         scorer = self.scorer.in_thread(self.settings.as_of_or_today())
-        out, predictions = score_frame(scorer, frame, scorer.as_of, self.predictor)
+        if self.rollout is None:
+            out, predictions = score_frame(scorer, frame, scorer.as_of, self.predictor)
+            records = [frame_served(frame, out, predictions)]
+        else:  # a canary routes each row by its customer id (serving/rollout.py)
+            out, records = self.rollout.score_frame(scorer, frame)
         metrics.record_batch_size("dataframe", len(frame))
         metrics.record_ignored_columns(frame.columns)
         # A row's reason reads "field: message" (models.errors.FieldError.reason).
         reasons = out[ERROR_COLUMN].dropna()
         metrics.record_validation_failures("dataframe", (r.split(":", 1)[0] for r in reasons))
-        self.hand_over(frame_served(frame, out, predictions))
+        for record in records:
+            self.hand_over(record)
         return out
 
 

@@ -26,17 +26,21 @@ from typing import Any
 
 import bentoml
 import numpy as np
+import pandas as pd
 from bentoml.exceptions import NotFound
 from fastapi.responses import JSONResponse
 
 from models.comparison import ComparisonState, Thresholds, verdict
 from models.errors import ModelUnavailableError
 from models.explain import Reasons, explain
+from models.frames import customer_ids
+from models.predict import score_frame
+from models.prediction import MODEL_VERSION
 from models.predictor import ChurnPredictor, Scores, scores_from_probability
 from models.rollout import sampled, to_candidate
 from models.schema import PredictRequest
 from monitoring.log import NoPredictionLog
-from monitoring.records import Served
+from monitoring.records import Served, frame_served
 from serving.app import INFRASTRUCTURE, ServiceError, routes, running_service
 from serving.cache import PredictionCache
 from serving.scoring import Scorer, ThreadScorer
@@ -157,6 +161,34 @@ class Rollout:
             matrix,
             reasons.exact and other.exact,
         )
+
+    def score_frame(
+        self, served: ThreadScorer, frame: pd.DataFrame
+    ) -> tuple[pd.DataFrame, list[Served]]:
+        """`models.predict.score_frame` of a DataFrame request, each row by the model its
+        customer id routes it to; under a canary the answer gets a `model_version` column.
+        Returns the answer and what each model served, for the log."""
+        candidate = self.candidate_scorer.in_thread(served.as_of)
+        picked = self.routes([k or str(uuid.uuid4()) for k in customer_ids(frame).tolist()])
+        groups: list[tuple[ThreadScorer, np.ndarray | None]] = [
+            (served, ~picked),
+            (candidate, picked),
+        ]
+        if not picked.any() or picked.all():  # one model: the frame as it is
+            groups = [(candidate if len(picked) and picked.all() else served, None)]
+        outs, records = [], []
+        for scorer, rows in groups:
+            part = frame if rows is None else frame[rows].reset_index(drop=True)
+            out, predictions = score_frame(scorer, part, served.as_of, scorer.scorer.predictor)
+            records.append(frame_served(part, out, predictions))
+            if self.canary_percent > 0:
+                out[MODEL_VERSION] = scorer.tag
+            if rows is not None:
+                out.index = pd.Index(np.flatnonzero(rows))
+            outs.append(out)
+        if len(outs) == 1:
+            return outs[0], records
+        return pd.concat(outs).sort_index().reset_index(drop=True), records
 
     def after(self, served: Served) -> None:
         """What an endpoint served, once its answer is built: shadow-scored or logged."""
