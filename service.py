@@ -92,6 +92,10 @@ class ChurnEndpoints:
 
     # Resolved from the store when the service starts; `bentoml build` pins the exact version.
     bento_model = bentoml.models.BentoModel(SETTINGS.tag())
+    # Only with CHURN_CANDIDATE_TAG (docs/rollout.md): then `bentoml build` pins it as well.
+    candidate_model = (
+        bentoml.models.BentoModel(SETTINGS.candidate_tag) if SETTINGS.candidate_tag else None
+    )
 
     def __init__(self) -> None:
         self.started = time.monotonic()
@@ -110,7 +114,9 @@ class ChurnEndpoints:
         self.prediction_log = PredictionLog.open(s.prediction_log)  # docs/monitoring.md
         # A candidate model beside the served one, when CHURN_CANDIDATE_TAG is set: its records
         # reach the log through the shadow runner (docs/rollout.md).
-        self.rollout = Rollout.start(s, self.predictor, self.cache, self.prediction_log)
+        self.rollout = Rollout.start(
+            s, self.predictor, self.cache, self.prediction_log, self.candidate_model
+        )
         self.hand_over = self.rollout.after if self.rollout else self.prediction_log.hand_over
         # /predict scores on this (the event-loop) thread, for which sklearn keeps its own config.
         # Inputs are already checked finite by the contract; sklearn's second check of every

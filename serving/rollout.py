@@ -27,11 +27,9 @@ from typing import Any
 import bentoml
 import numpy as np
 import pandas as pd
-from bentoml.exceptions import NotFound
 from fastapi.responses import JSONResponse
 
 from models.comparison import ComparisonState, Thresholds, verdict
-from models.errors import ModelUnavailableError
 from models.explain import Reasons, explain
 from models.frames import customer_ids
 from models.predict import score_frame
@@ -48,14 +46,6 @@ from serving.settings import ServiceSettings
 from serving.shadow import ShadowRunner
 
 logger = logging.getLogger(__name__)
-
-
-def load_candidate(tag: str, native_threads: int) -> ChurnPredictor:
-    try:
-        stored = bentoml.models.get(tag)
-    except NotFound as exc:
-        raise ModelUnavailableError(f"no candidate model {tag!r} in the BentoML store") from exc
-    return ChurnPredictor.from_stored(stored, native_threads)
 
 
 class Rollout:
@@ -95,10 +85,12 @@ class Rollout:
         served: ChurnPredictor,
         cache: PredictionCache | None,
         log: NoPredictionLog,
+        stored: bentoml.Model | None,
     ) -> "Rollout | None":
-        if not settings.candidate_tag:
+        """The rollout of `stored` (the service's `candidate_model`), or None without one."""
+        if stored is None:
             return None
-        candidate = load_candidate(settings.candidate_tag, settings.model_threads)
+        candidate = ChurnPredictor.from_stored(stored, settings.model_threads)
         logger.info("candidate %s: %s", candidate.tag, cls.describe(settings))
         return cls(served, candidate, cache, log, settings)
 

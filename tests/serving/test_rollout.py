@@ -267,3 +267,54 @@ def test_the_cache_never_gives_one_models_answer_for_the_other(canary, store):
     assert candidate_2["churn_probability"] == candidate_1["churn_probability"]
     assert served_2["cached"]
     assert candidate_2["cached"]
+
+
+@pytest.fixture(scope="module")
+def promoted(logs_dir, service_env, store) -> Iterator[Process]:
+    """The promotion: the candidate as CHURN_MODEL_TAG, no CHURN_CANDIDATE_TAG."""
+    proc = serve(logs_dir, service_env, store, CHURN_MODEL_TAG=store.other)
+    yield proc
+    proc.stop()
+
+
+def versions_and_health(url: str) -> tuple[str, str, list[str], str]:
+    versions = httpx.get(f"{url}/models/versions", timeout=30).json()
+    health = httpx.get(f"{url}/health", timeout=30).json()
+    marked = [v["tag"] for v in versions["versions"] if v["served"]]
+    return versions["served"], versions["current"], marked, health["model_version"]
+
+
+def test_promotion_is_one_setting_and_shows_in_health_and_versions(different, promoted, store):
+    proc, _ = different
+    # With a candidate beside it, the served model is still the one named everywhere.
+    assert versions_and_health(proc.url) == (
+        store.served,
+        store.served,
+        [store.served],
+        store.served,
+    )
+    assert versions_and_health(promoted.url) == (
+        store.other,
+        store.other,
+        [store.other],
+        store.other,
+    )
+    r = httpx.post(f"{promoted.url}/predict", json=customer(5), timeout=30)
+    assert r.json()["model_version"] == store.other
+    missing = httpx.get(f"{promoted.url}/models/candidate", timeout=30)
+    assert (missing.status_code, missing.json()) == (404, {"error": "no candidate configured"})
+
+
+def test_bentoml_build_pins_the_candidate_with_the_served_model(store):
+    """The models BentoML packs into a bento are the service's `models` (both tags set)."""
+    code = "import service; print(*sorted(str(m.tag) for m in service.ChurnService.models))"
+    env = {
+        **os.environ,
+        "BENTOML_HOME": store.home,
+        "CHURN_MODEL_TAG": store.served,
+        "CHURN_CANDIDATE_TAG": store.other,
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+    )
+    assert out.stdout.split() == sorted([store.served, store.other])
