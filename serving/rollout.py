@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 from fastapi.responses import JSONResponse
 
-from models.comparison import ComparisonState, Thresholds, verdict
+from models.comparison import Thresholds, verdict
+from models.contract import DECISION_THRESHOLD
 from models.explain import Reasons, explain
 from models.frames import customer_ids
 from models.predict import score_frame
@@ -75,7 +76,7 @@ class Rollout:
             (candidate.tag, candidate.churn_probability),
             log,
             settings.shadow_queue_size,
-            ComparisonState().threshold,
+            DECISION_THRESHOLD,
         )
 
     @classmethod

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
+from models.comparison import compare
 from models.features import matrix_from_records
 from models.prediction import Predictions
 from models.predictor import scores_from_probability
@@ -178,4 +179,31 @@ def test_a_blocked_candidate_never_blocks_a_hand_over_and_drops_past_the_queue()
     shadow.join()
     assert shadow.report()["comparison"].pairs == 4
     assert len(log.records) == 11
+    shadow.close()
+
+
+def candidate_model(matrix: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-(matrix[:, 0] - 45) / 8))
+
+
+def test_under_a_canary_each_row_is_paired_with_the_model_that_did_not_answer():
+    record = served_record(0, n=10)
+    p = record.predictions
+    picked = np.arange(10) % 3 == 0  # rows 0, 3, 6, 9 answered by the candidate
+    answered = np.where(picked, candidate_model(p.matrix), served_model(p.matrix))
+    versions = [CANDIDATE if c else SERVED for c in picked]
+    scores = scores_from_probability(answered)
+    canary = Predictions(p.customer_ids, p.matrix, scores, SERVED, AS_OF, None, versions)
+    log = Log()
+    shadow = runner(candidate_model, log)
+    shadow.submit(Served("batch", canary, record.request_ids, record.dated, record.scored_at))
+    shadow.join()
+    expected = compare(served_model(p.matrix), candidate_model(p.matrix))
+    assert shadow.report()["comparison"] == expected
+    (logged,) = log.records
+    assert logged.shadow is not None
+    assert list(logged.shadow.versions) == [SERVED if c else CANDIDATE for c in picked]
+    other = np.where(picked, served_model(p.matrix), candidate_model(p.matrix))
+    assert logged.shadow.probability.tolist() == other.tolist()
+    assert logged.columns()["model_version"] == versions
     shadow.close()
