@@ -74,12 +74,12 @@ def test_every_metric_is_documented_in_the_monitoring_docs():
     from pathlib import Path
 
     from monitoring import log
-    from serving import metrics
+    from serving import metrics, shadow
 
     readme = (Path(__file__).resolve().parents[2] / "docs" / "monitoring.md").read_text()
     names = [
         m._name
-        for module in (metrics, log)
+        for module in (metrics, log, shadow)
         for m in vars(module).values()
         if hasattr(m, "_name") and hasattr(m, "_documentation")
     ]
