@@ -40,7 +40,8 @@ class ServiceSettings(SharedSettings):
     )
     api_tokens: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
-        description="comma-separated bearer tokens for `/predict*` and `/models/versions`; "
+        description="comma-separated bearer tokens for every route but the probes, `/metrics` and "
+        "the docs (`/predict*`, `/models/*`, `/v2/models/...`, the seed's aliases); "
         "unset: no authentication (a warning at start-up)",
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
