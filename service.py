@@ -40,6 +40,7 @@ from serving.bentoml_fixes import renders_errors
 from serving.cache import PredictionCache
 from serving.docs import DocsRoutes
 from serving.middleware import ServingMiddleware
+from serving.rollout import Rollout
 from serving.schema import ServedBatchResponse, ServedPrediction
 from serving.scoring import ProbabilityFn, Scorer
 from serving.settings import ServiceSettings
@@ -91,6 +92,10 @@ class ChurnEndpoints:
 
     # Resolved from the store when the service starts; `bentoml build` pins the exact version.
     bento_model = bentoml.models.BentoModel(SETTINGS.tag())
+    # Only with CHURN_CANDIDATE_TAG (docs/rollout.md): then `bentoml build` pins it as well.
+    candidate_model = (
+        bentoml.models.BentoModel(SETTINGS.candidate_tag) if SETTINGS.candidate_tag else None
+    )
 
     def __init__(self) -> None:
         self.started = time.monotonic()
@@ -107,6 +112,12 @@ class ChurnEndpoints:
         )
         self.scorer = Scorer(self.predictor, self.cache)
         self.prediction_log = PredictionLog.open(s.prediction_log)  # docs/monitoring.md
+        # A candidate model beside the served one, when CHURN_CANDIDATE_TAG is set: its records
+        # reach the log through the shadow runner (docs/rollout.md).
+        self.rollout = Rollout.start(
+            s, self.predictor, self.cache, self.prediction_log, self.candidate_model
+        )
+        self.hand_over = self.rollout.after if self.rollout else self.prediction_log.hand_over
         # /predict scores on this (the event-loop) thread, for which sklearn keeps its own config.
         # Inputs are already checked finite by the contract; sklearn's second check of every
         # one-row call is a large share of its cost there.
@@ -126,6 +137,8 @@ class ChurnEndpoints:
 
     @bentoml.on_shutdown
     async def close_prediction_log(self) -> None:
+        if self.rollout is not None:  # first: its thread hands the last records to the log
+            await anyio.to_thread.run_sync(self.rollout.close)
         await anyio.to_thread.run_sync(self.prediction_log.close)  # writes what is queued
 
     @property
@@ -147,13 +160,18 @@ class ChurnEndpoints:
         if request.ignored_fields:
             metrics.record_ignored("predict", request.ignored_fields)
         matrix = matrix_from_records([request.features], as_of)
-        scores = await self.scorer.score(matrix, as_of, self._churn_probability)
-        reasons = explain(self.predictor, matrix) if request.explain else None
-        predictions = Predictions([request.customer_id], matrix, scores, self.tag, as_of, reasons)
+        scorer, predictor, routed_id = self.scorer, self.predictor, None
+        if self.rollout is not None:  # a canary may route this customer to the candidate
+            scorer, predictor, routed_id = self.rollout.choose(request, self.scorer)
+        own = self._churn_probability if scorer is self.scorer else None
+        scores = await scorer.score(matrix, as_of, own)
+        reasons = explain(predictor, matrix) if request.explain else None
+        ids = [request.customer_id]
+        predictions = Predictions(ids, matrix, scores, predictor.tag, as_of, reasons)
         now = datetime.now(UTC)
-        response = responses.prediction(predictions, 0, request, started, now)
+        response = responses.prediction(predictions, 0, request, started, now, routed_id)
         served = Served("predict", predictions, [response.request_id], dated([request]), now)
-        self.prediction_log.hand_over(served)
+        self.hand_over(served)
         return response
 
     @bentoml.api(route="/predict/batch")
@@ -170,16 +188,24 @@ class ChurnEndpoints:
         metrics.record_batch_ignored(batch.requests, valid, rejected)
         requests = [r for _, r in valid]
         matrix = matrix_from_records([r.features for r in requests], as_of)
-        scores = self.scorer.in_thread(as_of).score(matrix)
-        wanted = any(responses.wants_reasons(batch, r) for r in requests)
-        reasons = explain(self.predictor, matrix) if wanted else None
         ids = [r.customer_id for r in requests]
-        predictions = Predictions(ids, matrix, scores, self.tag, as_of, reasons)
+        scorer, versions = self.scorer.in_thread(as_of), None
+        if self.rollout is None:
+            scores = scorer.score(matrix)
+        else:  # a canary routes each customer (by id, else request id) to one model
+            keys = [r.customer_id or r.request_id for r in requests]
+            scores, versions = self.rollout.score_rows(scorer, keys, matrix, as_of)
+        wanted = any(responses.wants_reasons(batch, r) for r in requests)
+        reasons = None
+        if wanted:
+            explained = self.rollout.explain_rows if self.rollout else None
+            reasons = explained(matrix, versions) if explained else explain(self.predictor, matrix)
+        predictions = Predictions(ids, matrix, scores, self.tag, as_of, reasons, versions)
         now = datetime.now(UTC)
         response = responses.batch_response(batch, requests, rejected, predictions, started, now)
         request_ids = [p.request_id for p in response.predictions]
         served = Served("batch", predictions, request_ids, dated(requests), now, response.batch_id)
-        self.prediction_log.hand_over(served)
+        self.hand_over(served)
         return response
 
     @bentoml.api(route="/predict/dataframe")
@@ -189,13 +215,18 @@ class ChurnEndpoints:
         row; rows with a true `explain` column also get `reason_1..3` and `contribution_1..3`."""
         frame = frame_from_records(body)
         scorer = self.scorer.in_thread(self.settings.as_of_or_today())
-        out, predictions = score_frame(scorer, frame, scorer.as_of, self.predictor)
+        if self.rollout is None:
+            out, predictions = score_frame(scorer, frame, scorer.as_of, self.predictor)
+            records = [frame_served(frame, out, predictions)]
+        else:  # a canary routes each row by its customer id (serving/rollout.py)
+            out, records = self.rollout.score_frame(scorer, frame)
         metrics.record_batch_size("dataframe", len(frame))
         metrics.record_ignored_columns(frame.columns)
         # A row's reason reads "field: message" (models.errors.FieldError.reason).
         reasons = out[ERROR_COLUMN].dropna()
         metrics.record_validation_failures("dataframe", (r.split(":", 1)[0] for r in reasons))
-        self.prediction_log.hand_over(frame_served(frame, out, predictions))
+        for record in records:
+            self.hand_over(record)
         return out
 
 

@@ -43,6 +43,8 @@ class Predictions:
     model_version: str
     as_of: date
     reasons: Reasons | None = None
+    # Each row's model version where the rows' models differ (a canary: serving/rollout.py).
+    versions: Sequence[str] | None = None
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -57,11 +59,14 @@ class Predictions:
             "churn_probability": float(s.churn_probability[i]),
             "probability": float(s.probability[i]),
             "confidence_level": CONFIDENCE_LEVELS[s.band[i]],
-            MODEL_VERSION: self.model_version,
+            MODEL_VERSION: self.model_version if self.versions is None else self.versions[i],
         }
         if self.reasons is not None and with_reasons:
             out.update(self.reasons.row(i))
         return out
+
+    def row_versions(self) -> list[str]:
+        return [self.model_version] * len(self) if self.versions is None else list(self.versions)
 
     @property
     def cached(self) -> np.ndarray:

@@ -36,6 +36,9 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("confidence_level", "prediction", "categorical"),
     ("cached", "prediction", "categorical"),
     ("scored_at", "prediction", "categorical"),
+    # The model that did not answer, scored beside it (serving/rollout.py); null without one.
+    ("shadow_version", "prediction", "categorical"),
+    ("shadow_probability", "prediction", "numerical"),
 )
 NAMES = tuple(name for name, _, _ in COLUMNS)
 Columns = dict[str, list[Any]]
@@ -43,6 +46,14 @@ Columns = dict[str, list[Any]]
 
 def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Shadow:
+    """Per row, the model that did not answer and its P(churn) of the same customer."""
+
+    versions: Sequence[str]
+    probability: np.ndarray
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,13 +67,14 @@ class Served:
     dated: np.ndarray
     scored_at: datetime
     batch_id: str | None = None
+    shadow: Shadow | None = None
 
     @property
     def rows(self) -> int:
         return len(self.predictions)
 
     def columns(self) -> Columns:
-        p, n = self.predictions, len(self.predictions)
+        p, n, s = self.predictions, len(self.predictions), self.shadow
         if len(self.request_ids) != n or len(self.dated) != n:
             raise ValueError(f"{self.endpoint}: {n} predictions, {len(self.request_ids)} ids")
         days = p.matrix[:, FEATURES.index("days_since_purchase")].tolist()
@@ -72,7 +84,7 @@ class Served:
             "endpoint": [self.endpoint] * n,
             "batch_id": [self.batch_id] * n,
             "customer_id": list(p.customer_ids),
-            "model_version": [p.model_version] * n,
+            "model_version": p.row_versions(),
             "as_of": [p.as_of.isoformat()] * n,
             **{name: p.matrix[:, j].tolist() for j, name in enumerate(FEATURES)},
             # The date the customer gave is the one its days were counted from.
@@ -85,6 +97,8 @@ class Served:
             "confidence_level": p.scores.confidence_level.tolist(),
             "cached": p.cached.tolist(),
             "scored_at": [iso(self.scored_at)] * n,
+            "shadow_version": [None] * n if s is None else list(s.versions),
+            "shadow_probability": [None] * n if s is None else s.probability.tolist(),
         }
 
 

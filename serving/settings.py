@@ -67,6 +67,40 @@ class ServiceSettings(SharedSettings):
         description="directory of the prediction log, one JSON line per served prediction "
         "(docs/monitoring.md); unset or empty: off",
     )
+    candidate_tag: str | None = Field(
+        None,
+        description="a second model from the store, e.g. `churn_model:<version>`, scored beside "
+        "the served one (docs/rollout.md); unset: none",
+    )
+    shadow_sample: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="share of requests the candidate also scores, after the answer is built, "
+        "off the request path",
+    )
+    canary_percent: float = Field(
+        0.0,
+        ge=0,
+        le=100,
+        description="percent of customers (stable hash of the customer id, else the request id) "
+        "the candidate answers; 0: shadow only",
+    )
+    shadow_queue_size: int = Field(
+        1000, gt=0, description="requests waiting for shadow scoring; past it they are dropped"
+    )
+    candidate_min_pairs: int = Field(
+        500, gt=0, description="pairs compared before `/models/candidate` may say `promote`"
+    )
+    promote_min_agreement: float = Field(
+        0.99, ge=0, le=1, description="promote: share of same decisions at least this"
+    )
+    promote_max_p95_delta: float = Field(
+        0.05, ge=0, le=1, description="promote: p95 of the score change at most this"
+    )
+    promote_max_psi: float = Field(
+        0.1, gt=0, description="promote: PSI between the two score distributions below this"
+    )
 
     @field_validator("api_tokens", "cors_origins", mode="before")
     @classmethod
@@ -75,7 +109,7 @@ class ServiceSettings(SharedSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("prediction_log", mode="before")
+    @field_validator("prediction_log", "candidate_tag", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
