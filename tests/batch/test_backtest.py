@@ -4,6 +4,7 @@ model's metrics against scikit-learn's and the paired bootstrap interval of the 
 
 import json
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,6 +17,7 @@ from models.samples import record, records
 from tests.batch.conftest import read_outputs, run_batch, write_parquet
 from tests.conftest import AS_OF
 from tests.expected import feature_matrix
+from tests.support import start_bento, wait_until
 
 ROWS = 800  # above the verdict's 500 pairs, so an identical candidate can be promoted
 BAD = [record(customer_id="bad-1", age=-5.0), record(customer_id="bad-2", income=None)]
@@ -216,3 +218,36 @@ def test_bad_labels_file_is_a_usage_error(tmp_path, batch_input, model_tag, capl
     args = ["--candidate-tag", model_tag, "--labels", str(path)]
     assert run_batch([batch_input], tmp_path / "out", model_tag, *args) == 2
     assert "churned must be 0 or 1" in caplog.text
+
+
+def test_backtest_equals_the_services_comparison_on_the_same_customers(
+    tmp_path, batch_input, customers, logs_dir, service_env, model_tag, candidate_tag
+):
+    """The issue's check: the same customers shadow-scored by a served bento with the candidate
+    give the `/models/candidate` comparison and verdict the backtest reports."""
+    out = tmp_path / "out"
+    assert run_batch([batch_input], out, model_tag, "--candidate-tag", candidate_tag) == 0
+    backtest = read_outputs(out)[2]["candidate"]
+    proc = start_bento(logs_dir, {**service_env, "CHURN_CANDIDATE_TAG": candidate_tag})
+    try:
+        with httpx.Client(base_url=proc.url, timeout=60) as client:
+            r = client.post("/predict/dataframe", json=customers)
+            assert r.status_code == 200, r.text
+            served: dict = {}
+
+            def compared() -> bool:
+                served.update(client.get("/models/candidate").json())
+                return served["comparison"]["pairs"] >= ROWS
+
+            wait_until(compared, 120, f"{ROWS} pairs compared by the service")
+    finally:
+        proc.stop()
+    assert (served["served"], served["candidate"]) == (model_tag, candidate_tag)
+    mine, theirs = backtest["comparison"], served["comparison"]
+    assert theirs["pairs"] == ROWS
+    for exact in ("pairs", "threshold", "table"):
+        assert mine[exact] == theirs[exact]
+    for figure in ("agreement", "mean_abs_delta", "p95_abs_delta", "max_abs_delta", "psi"):
+        assert mine[figure] == pytest.approx(theirs[figure], rel=1e-9, abs=1e-12)
+    assert (backtest["verdict"], backtest["reasons"]) == (served["verdict"], served["reasons"])
+    assert backtest["thresholds"] == served["thresholds"]
