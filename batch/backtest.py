@@ -37,29 +37,55 @@ def point_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float | None]:
 
 def weighted_metrics(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> dict[str, np.ndarray]:
     """Each metric for every row of the count matrix `w` (resamples x customers)."""
-    total = w.sum(axis=1)
-    q = np.clip(p, _EPS, 1 - _EPS)
-    losses = -np.where(y == 1, np.log(q), np.log1p(-q))
-    return {
-        "roc_auc": _weighted_auc(y, p, w),
-        "log_loss": (w @ losses) / total,
-        "brier": (w @ (p - y) ** 2) / total,
-    }
+    return _Scored.of(y, p).metrics(np.asarray(w, np.float64))
 
 
-def _weighted_auc(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """The probability that a drawn churner scores above a drawn non-churner, ties counting
-    half (the Mann-Whitney form of the ROC AUC), per row of `w`; NaN without both classes."""
-    order = np.argsort(p, kind="stable")
-    sorted_p = p[order]
-    starts = np.flatnonzero(np.r_[True, sorted_p[1:] != sorted_p[:-1]])  # tie groups
-    ws, ys = w[:, order].astype(np.float64), y[order]
-    pos = np.add.reduceat(ws * ys, starts, axis=1)
-    neg = np.add.reduceat(ws * (1 - ys), starts, axis=1)
-    below = np.cumsum(neg, axis=1) - neg
-    pairs = pos.sum(axis=1) * neg.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(pairs > 0, (pos * (below + 0.5 * neg)).sum(axis=1) / pairs, np.nan)
+@dataclass(frozen=True)
+class _Scored:
+    """One model's scores on the labelled customers, prepared once for every resample."""
+
+    y: np.ndarray
+    p: np.ndarray
+    losses: np.ndarray  # each customer's log loss
+    order: np.ndarray  # customers by ascending score
+    ys: np.ndarray  # y in that order
+    ties: np.ndarray | None  # where each group of equal scores starts (None: no ties)
+
+    @classmethod
+    def of(cls, y: np.ndarray, p: np.ndarray) -> "_Scored":
+        y, p = np.asarray(y, np.float64), np.asarray(p, np.float64)
+        q = np.clip(p, _EPS, 1 - _EPS)
+        losses = -np.where(y == 1, np.log(q), np.log1p(-q))
+        order = np.argsort(p, kind="stable")
+        sorted_p = p[order]
+        starts = np.flatnonzero(np.r_[True, sorted_p[1:] != sorted_p[:-1]])
+        ties = starts if len(starts) < len(p) else None
+        return cls(y, p, losses, order, y[order], ties)
+
+    def metrics(self, w: np.ndarray) -> dict[str, np.ndarray]:
+        total = w.sum(axis=1)
+        return {
+            "roc_auc": self._auc(w),
+            "log_loss": (w @ self.losses) / total,
+            "brier": (w @ (self.p - self.y) ** 2) / total,
+        }
+
+    def _auc(self, w: np.ndarray) -> np.ndarray:
+        """The probability that a drawn churner scores above a drawn non-churner, ties counting
+        half (the Mann-Whitney form of the ROC AUC), per row of `w`; NaN without both classes."""
+        ws = w[:, self.order]
+        pos = ws * self.ys
+        neg = np.subtract(ws, pos, out=ws)
+        if self.ties is not None:  # a tie group is one score: its weights add up
+            pos = np.add.reduceat(pos, self.ties, axis=1)
+            neg = np.add.reduceat(neg, self.ties, axis=1)
+        pairs = pos.sum(axis=1) * neg.sum(axis=1)
+        # Negatives below each score, plus half of those tied with it.
+        below = np.cumsum(neg, axis=1)
+        below -= 0.5 * neg
+        wins = np.einsum("ij,ij->i", pos, below)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(pairs > 0, wins / pairs, np.nan)
 
 
 def resample_counts(rng: np.random.Generator, n: int, block: int) -> np.ndarray:
@@ -86,9 +112,10 @@ def bootstrap_differences(
     rng = np.random.default_rng(seed)
     diffs: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
     block = max(1, min(resamples, _BLOCK_CELLS // max(n, 1)))
+    models = _Scored.of(y, served), _Scored.of(y, candidate)
     for start in range(0, resamples, block):
-        w = resample_counts(rng, n, min(block, resamples - start))
-        s, c = weighted_metrics(y, served, w), weighted_metrics(y, candidate, w)
+        w = resample_counts(rng, n, min(block, resamples - start)).astype(np.float64)
+        s, c = (m.metrics(w) for m in models)
         for m in METRICS:
             diffs[m].append(c[m] - s[m])
     out = {}

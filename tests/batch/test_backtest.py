@@ -160,11 +160,12 @@ def test_labels_metrics_equal_sklearn_with_a_reproducible_bootstrap(
     assert other["brier"]["ci95_low"] != lab["metrics"]["brier"]["ci95_low"]
 
 
-def test_a_resample_weighs_each_customer_by_its_draws():
+@pytest.mark.parametrize("digits", [2, 12])  # 2: many tied scores; 12: none
+def test_a_resample_weighs_each_customer_by_its_draws(digits):
     """A resample's weighted metrics equal sklearn's on the rows the resample repeats."""
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 300)
-    p = np.round(rng.uniform(0, 1, 300), 2)  # rounded: ties in the AUC
+    p = np.round(rng.uniform(0, 1, 300), digits)
     w = resample_counts(np.random.default_rng(2), len(y), 3)
     assert (w.sum(axis=1) == len(y)).all()
     got = weighted_metrics(y, p, w)
