@@ -133,8 +133,10 @@ class Backtest:
     seed: int = BOOTSTRAP_SEED
     thresholds: Thresholds = field(default_factory=Thresholds)
     state: ComparisonState = field(default_factory=ComparisonState)
-    _parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
-    _unlabelled: int = 0
+    _parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(
+        default_factory=list, init=False
+    )
+    _unlabelled: int = field(default=0, init=False)
 
     def pairs(self, ids: pa.ChunkedArray, served: np.ndarray, candidate: np.ndarray) -> ChunkPairs:
         """A chunk's pairs (thread-safe: reads only the labels)."""
@@ -177,7 +179,6 @@ class Backtest:
             at, served, candidate = np.empty(0, np.int64), np.empty(0), np.empty(0)
         # A customer scored more than once is counted once, with its first row.
         at, first = np.unique(at, return_index=True)
-        assert self.labels is not None
         result = labelled_metrics(
             self.labels.churned[at], served[first], candidate[first], self.resamples, self.seed
         )

@@ -66,8 +66,15 @@ def expected_psi(served: np.ndarray, candidate: np.ndarray, bins: int = 20) -> f
 
 def test_identical_candidate_agrees_fully_and_is_promoted(tmp_path, batch_input, model_tag):
     out = tmp_path / "out"
-    assert run_batch([batch_input], out, model_tag, "--candidate-tag", model_tag) == 0
+    args = ["--candidate-tag", model_tag, "--explain"]
+    assert run_batch([batch_input], out, model_tag, *args) == 0
     predictions, rejected, report = read_outputs(out)
+    # The candidate's column comes after the contract's and before the --explain ones.
+    assert list(predictions.columns[7:10]) == [
+        "scored_at",
+        "candidate_churn_probability",
+        "reason_1",
+    ]
     c = report["candidate"]
     assert (c["served"], c["candidate"]) == (model_tag, model_tag)
     cmp = c["comparison"]
