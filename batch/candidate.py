@@ -32,13 +32,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--candidate-tag",
         metavar="TAG",
-        help="also score with this model and compare it with --model (local engine only)",
+        help="also score with this model and compare it with --model",
     )
     p.add_argument(
         "--labels",
         type=Path,
         metavar="FILE",
-        help="parquet or CSV of customer_id, churned: each model's ROC AUC, log loss, Brier",
+        help="parquet or CSV of customer_id, churned: each model's ROC AUC, log loss, Brier"
+        " (local engine only)",
     )
     p.add_argument(
         "--bootstrap-resamples",
@@ -61,8 +62,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         if args.labels is not None:
             raise InputError("--labels needs --candidate-tag")
         return
-    if args.engine != "local":
-        raise InputError("--candidate-tag needs --engine local (the dask engine does not compare)")
+    if args.engine != "local" and args.labels is not None:
+        raise InputError("--labels needs --engine local (the dask engine compares without labels)")
     if args.bootstrap_resamples < 1:
         raise InputError("--bootstrap-resamples must be positive")
 
@@ -189,6 +190,22 @@ class Backtest:
             "labels_not_scored": int(len(self.labels.ids) - len(at)),
             **result,
         }
+
+
+_STATE_ARRAYS = ("table", "served_bins", "candidate_bins", "delta_bins")
+
+
+def state_to_dict(state: ComparisonState) -> dict[str, Any]:
+    """A comparison state as JSON-able lists (a Dask partition's result)."""
+    out: dict[str, Any] = {k: getattr(state, k).tolist() for k in _STATE_ARRAYS}
+    return out | {k: getattr(state, k) for k in ("threshold", "delta_sum", "delta_max")}
+
+
+def state_from_dict(data: dict[str, Any]) -> ComparisonState:
+    table, served, candidate, delta = (np.asarray(data[k], np.int64) for k in _STATE_ARRAYS)
+    return ComparisonState(
+        data["threshold"], table, served, candidate, delta, data["delta_sum"], data["delta_max"]
+    )
 
 
 def delta_histogram(bins: np.ndarray, bars: int = DELTA_BARS) -> dict[str, list]:

@@ -138,7 +138,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if args.engine == "dask":
                 from .dask_engine import run_dask  # dask is an optional extra
 
-                stats, duplicates = run_dask(sources, staging, info, args.scheduler, progress)
+                stats, duplicates = run_dask(
+                    sources, staging, info, args.scheduler, progress, backtest
+                )
             else:
                 stats, duplicates = run_local(
                     sources, staging, info, progress, args.chunk_rows, backtest

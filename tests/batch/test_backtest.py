@@ -209,7 +209,7 @@ def test_unknown_candidate_tag_is_a_usage_error_naming_it(tmp_path, batch_input,
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--candidate-tag", "T", "--engine", "dask"], "--engine local"),
+        (["--candidate-tag", "T", "--labels", "x.csv", "--engine", "dask"], "--engine local"),
         (["--labels", "x.csv"], "--labels needs --candidate-tag"),
     ],
 )
@@ -228,6 +228,30 @@ def test_bad_labels_file_is_a_usage_error(tmp_path, batch_input, model_tag, capl
     assert "churned must be 0 or 1" in caplog.text
 
 
+@pytest.mark.slow
+def test_dask_engine_gives_the_local_engines_comparison(
+    tmp_path, customers, model_tag, candidate_tag
+):
+    """Partitions (row groups of 100) compared on Dask workers add up to the local comparison."""
+    src = write_parquet(tmp_path / "in.parquet", customers, row_group_size=100)
+    args = ["--candidate-tag", candidate_tag]
+    assert run_batch([src], tmp_path / "local", model_tag, *args) == 0
+    assert run_batch([src], tmp_path / "dask", model_tag, *args, "--engine", "dask") == 0
+    local, dask = (read_outputs(tmp_path / d) for d in ("local", "dask"))
+    mine, theirs = local[2]["candidate"], dask[2]["candidate"]
+    assert theirs["comparison"]["pairs"] == ROWS
+    assert (theirs["verdict"], theirs["reasons"]) == (mine["verdict"], mine["reasons"])
+    assert theirs["abs_delta_histogram"] == mine["abs_delta_histogram"]
+    cmp_local, cmp_dask = mine["comparison"], theirs["comparison"]
+    assert cmp_dask["table"] == cmp_local["table"]
+    for figure in ("agreement", "mean_abs_delta", "p95_abs_delta", "max_abs_delta", "psi"):
+        assert cmp_dask[figure] == pytest.approx(cmp_local[figure], rel=1e-9, abs=1e-12)
+    key = ["customer_id", "candidate_churn_probability"]
+    by_id = [p[key].sort_values("customer_id").reset_index(drop=True) for p in (local[0], dask[0])]
+    pd.testing.assert_frame_equal(*by_id)
+
+
+@pytest.mark.slow
 def test_backtest_equals_the_services_comparison_on_the_same_customers(
     tmp_path, batch_input, customers, logs_dir, service_env, model_tag, candidate_tag
 ):
