@@ -25,8 +25,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from models.comparison import ComparisonState
 from models.contract import ID_COLUMN
 
+from .candidate import Backtest, state_from_dict, state_to_dict
 from .duplicates import DuplicateCounter, Duplicates
 from .engine import DUPLICATES_DIR, scored_ids
 from .output import PREDICTIONS_FILE, REJECTED_FILE
@@ -37,6 +39,7 @@ from .scoring import RunInfo, prediction_writer, score_chunk
 
 log = logging.getLogger("batch")
 STATS_COLUMN = "stats"
+COMPARISON_COLUMN = "comparison"  # --candidate-tag: the partition's comparison state
 
 
 def score_partition(
@@ -56,7 +59,7 @@ def score_partition(
     name = f"part-{file_index:04d}-{number:05d}.parquet"
     with (
         _replacing(Path(staging, PREDICTIONS_FILE, name)) as path,
-        prediction_writer(path, run.explain) as w,
+        prediction_writer(path, run.explain, run.candidate is not None) as w,
     ):
         w.write_table(scored.predictions)
     with _replacing(Path(staging, REJECTED_FILE, name)) as path:
@@ -67,7 +70,12 @@ def score_partition(
     dupes.flush()
     stats = Stats()
     stats.update(source, scored, drift_edges(run.predictor.metadata))
-    return pd.DataFrame({STATS_COLUMN: [json.dumps(stats.to_dict())]})
+    out = {STATS_COLUMN: [json.dumps(stats.to_dict())], COMPARISON_COLUMN: [None]}
+    if scored.candidate is not None:
+        state = ComparisonState()
+        state.add(scored.scores.churn_probability, scored.candidate)
+        out[COMPARISON_COLUMN] = [json.dumps(state_to_dict(state))]
+    return pd.DataFrame(out)
 
 
 @contextmanager
@@ -110,6 +118,7 @@ def run_dask(
     run: RunInfo,
     scheduler: str | None,
     progress: RunProgress,
+    backtest: Backtest | None = None,
 ) -> tuple[Stats, Duplicates]:
     import dask
     import dask.dataframe as dd
@@ -141,15 +150,20 @@ def run_dask(
                     i,
                     offsets,
                     str(staging),
-                    meta=pd.DataFrame({STATS_COLUMN: pd.Series([], dtype=object)}),
+                    meta=pd.DataFrame(
+                        {c: pd.Series([], dtype=object) for c in (STATS_COLUMN, COMPARISON_COLUMN)}
+                    ),
                     enforce_metadata=False,
                     align_dataframes=False,
                 )
                 parts.extend(scored.to_delayed())
         stats = Stats()
         for future in as_completed(client.compute(parts)):
-            part = Stats.from_dict(json.loads(future.result()[STATS_COLUMN].iloc[0]))
+            result = future.result()
+            part = Stats.from_dict(json.loads(result[STATS_COLUMN].iloc[0]))
             stats.merge(part)
+            if backtest is not None and (compared := result[COMPARISON_COLUMN].iloc[0]):
+                backtest.state.merge(state_from_dict(json.loads(compared)))
             progress.advance(part.rows_in)
     finally:
         client.close()
@@ -169,7 +183,8 @@ def run_dask(
 def _ensure_readable(directory: Path, run: RunInfo) -> None:
     """A run with no partitions still leaves readable (empty) outputs."""
     if not any(directory.iterdir()):
-        with prediction_writer(directory / "part-empty.parquet", run.explain):
+        empty = directory / "part-empty.parquet"
+        with prediction_writer(empty, run.explain, run.candidate is not None):
             pass
         rejected = directory.parent / REJECTED_FILE / "part-empty.parquet"
         pq.write_table(run.rejects_schema.empty_table(), rejected)

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from models.contract import ID_COLUMN
 
+from .candidate import Backtest, ChunkPairs
 from .duplicates import DuplicateCounter, Duplicates, hash_strings
 from .output import PREDICTIONS_FILE, REJECTED_FILE
 from .progress import RunProgress
@@ -85,27 +86,43 @@ class _Outcome:
     rejected: pa.Table
     id_hashes: np.ndarray
     stats: Stats
+    pairs: ChunkPairs | None
 
 
-def _score(run: RunInfo, edges: dict[str, np.ndarray], checked: CheckedChunk) -> _Outcome:
+def _score(
+    run: RunInfo, edges: dict[str, np.ndarray], backtest: Backtest | None, checked: CheckedChunk
+) -> _Outcome:
     """Score a validated chunk, hash its scored ids and take its statistics."""
     chunk, scored = checked.chunk, score_checked(run, checked)
     stats = Stats()
     stats.update(chunk.source, scored, edges)
-    hashes = hash_strings(scored.predictions.column(ID_COLUMN).drop_null())
-    return _Outcome(chunk.table.num_rows, scored.predictions, scored.rejected, hashes, stats)
+    ids = scored.predictions.column(ID_COLUMN)
+    hashes = hash_strings(ids.drop_null())
+    pairs = None
+    if backtest is not None and scored.candidate is not None:
+        pairs = backtest.pairs(ids, scored.scores.churn_probability, scored.candidate)
+    rows, predictions, rejected = chunk.table.num_rows, scored.predictions, scored.rejected
+    return _Outcome(rows, predictions, rejected, hashes, stats, pairs)
 
 
 def run_local(
-    sources: list[Source], staging: Path, run: RunInfo, progress: RunProgress, chunk_rows: int
+    sources: list[Source],
+    staging: Path,
+    run: RunInfo,
+    progress: RunProgress,
+    chunk_rows: int,
+    backtest: Backtest | None = None,
 ) -> tuple[Stats, Duplicates]:
     stats, edges = Stats(), drift_edges(run.predictor.metadata)
     dupes = DuplicateCounter(staging / DUPLICATES_DIR)
-    predictions = prediction_writer(staging / PREDICTIONS_FILE, run.explain)
+    has_candidate = run.candidate is not None
+    predictions = prediction_writer(staging / PREDICTIONS_FILE, run.explain, has_candidate)
     rejected = pq.ParquetWriter(staging / REJECTED_FILE, run.rejects_schema)
 
     def write(done: _Outcome) -> None:
         stats.merge(done.stats)
+        if backtest is not None and done.pairs is not None:
+            backtest.add(done.pairs)
         if done.predictions.num_rows:
             predictions.write_table(done.predictions)
             dupes.add_hashes(done.id_hashes)
@@ -131,7 +148,7 @@ def run_local(
             # The read-ahead thread also validates each chunk: it was otherwise idle half the time.
             checked = (check_chunk(run, chunk) for chunk in all_chunks(sources, chunk_rows))
             for ready in read_ahead(checked):
-                scoring.append(scorers.submit(_score, run, edges, ready))
+                scoring.append(scorers.submit(_score, run, edges, backtest, ready))
                 if len(scoring) == SCORERS + QUEUED:
                     hand_over_oldest()
             while scoring:

@@ -44,16 +44,23 @@ def _cell(value: str, numeric: bool = False, css: str = "") -> str:
 
 
 def histogram_svg(
-    edges: list[float], counts: list[int], width: int = 640, height: int = 220
+    edges: list[float],
+    counts: list[int],
+    width: int = 640,
+    height: int = 220,
+    what: str = "churn probability",
+    digits: int = 2,
+    red_from: float = 0.5,
 ) -> str:
-    """Bars of the churn-probability histogram as inline SVG."""
+    """Bars of a histogram as inline SVG (by default the churn probability's, its bars red
+    from the decision threshold on)."""
     left, bottom, top = 48, 28, 10
     plot_w, plot_h = width - left - 10, height - bottom - top
     peak = max(counts) or 1
     bar_w = plot_w / len(counts)
     parts = [
         f'<svg width="{width}" height="{height}" '
-        f'role="img" aria-label="histogram of churn probability">',
+        f'role="img" aria-label="histogram of {escape(what)}">',
         f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" '
         'stroke="#656d76"/>',
         f'<text x="4" y="{top + 10}">{peak:,}</text><text x="4" y="{top + plot_h}">0</text>',
@@ -61,15 +68,15 @@ def histogram_svg(
     for i, count in enumerate(counts):
         h = plot_h * count / peak
         x = left + i * bar_w
-        colour = "#cf222e" if edges[i] >= 0.5 else "#0969da"
+        colour = "#cf222e" if edges[i] >= red_from else "#0969da"
         parts.append(
             f'<rect x="{x + 1:.1f}" y="{top + plot_h - h:.1f}" width="{bar_w - 2:.1f}" '
-            f'height="{h:.1f}" fill="{colour}"><title>{edges[i]:.2f}–{edges[i + 1]:.2f}: '
-            f"{count:,}</title></rect>"
+            f'height="{h:.1f}" fill="{colour}"><title>{edges[i]:.{digits}f}–'
+            f"{edges[i + 1]:.{digits}f}: {count:,}</title></rect>"
         )
     for i in range(0, len(edges), 5):
         x = left + i * bar_w
-        parts.append(f'<text x="{x - 8:.1f}" y="{height - 8}">{edges[i]:.2f}</text>')
+        parts.append(f'<text x="{x - 8:.1f}" y="{height - 8}">{edges[i]:.{digits}f}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -145,6 +152,7 @@ def render_html(report: dict[str, Any], title: str = "Churn batch report") -> st
         else ""
     )
     quality = _quality_html(report)
+    candidate = candidate_html(report["candidate"]) if "candidate" in report else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>
 <style>{_CSS}</style></head><body>
@@ -157,7 +165,7 @@ finished {escape(run["finished_at"])} · {_num(run["duration_s"], 1)} s ·
 <h2>Churn probability</h2>{histogram_svg(hist["bin_edges"], hist["counts"])}
 <p>Mean churn probability {_num(s["mean_churn_probability"])}; {_num(s["high_confidence"])}
 high-confidence and {_num(s["low_confidence"])} low-confidence predictions.</p>
-<h2>Confidence</h2>{confidence}
+{candidate}<h2>Confidence</h2>{confidence}
 <h2>Drift against the training data</h2>
 <p class="muted">Population stability index per feature: below {PSI_MODERATE} stable,
 {PSI_MODERATE}–{PSI_SIGNIFICANT} moderate, {PSI_SIGNIFICANT} and above significant.</p>{drift}
@@ -201,3 +209,54 @@ def _quality_html(report: dict[str, Any]) -> str:
         f"Missing values per input column, of {_num(q['records'])} records:</p>{nulls}"
         f'<h2>Output checks</h2><ul class="checks">{checks}</ul>'
     )
+
+
+def candidate_html(c: dict[str, Any]) -> str:
+    """The backtest: the comparison with its verdict, the |Δp| histogram, the labels' metrics."""
+    cmp, t = c["comparison"], c["comparison"]["table"]
+    figures = [
+        ("pairs", _num(cmp["pairs"])),
+        ("agreement", _pct(cmp["agreement"])),
+        ("mean |Δp|", _num(cmp["mean_abs_delta"], 4)),
+        ("p95 |Δp|", _num(cmp["p95_abs_delta"], 4)),
+        ("max |Δp|", _num(cmp["max_abs_delta"], 4)),
+        ("PSI", _num(cmp["psi"], 4)),
+    ]
+    cards = "".join(f'<div class="card">{k}<b>{v}</b></div>' for k, v in figures)
+    table = _table(
+        ["served \\ candidate", "not churn", "churn"],
+        [
+            [_cell(name), *(_cell(_num(t[f"served_{s}_candidate_{k}"]), True) for k in (0, 1))]
+            for s, name in ((0, "not churn"), (1, "churn"))
+        ],
+    )
+    css = {"promote": "ok", "hold": "warn", "reject": "bad"}[c["verdict"]]
+    why = f" ({escape('; '.join(c['reasons']))})" if c["reasons"] else ""
+    hist = c["abs_delta_histogram"]
+    svg = histogram_svg(hist["bin_edges"], hist["counts"], what="|Δp|", digits=3, red_from=2.0)
+    return (
+        f"<h2>Candidate {escape(c['candidate'])} against {escape(c['served'])}</h2>"
+        f'<p>Verdict <span class="{css}">{escape(c["verdict"])}</span>{why}; decisions at '
+        f'{_num(cmp["threshold"], 2)}:</p><div class="cards">{cards}</div>{table}'
+        f"<p>|Δp|, the change in churn probability per customer:</p>{svg}"
+        + (_labels_html(c["labels"]) if "labels" in c else "")
+    )
+
+
+def _labels_html(lab: dict[str, Any]) -> str:
+    rows = [
+        [_cell(escape(name)), *(_cell(_num(m[k], 4), True) for k in _METRIC_KEYS)]
+        for name, m in lab["metrics"].items()
+    ]
+    boot = lab.get("bootstrap", {})
+    return (
+        f"<h2>On labelled customers</h2><p>{_num(lab['customers'])} labelled customers scored "
+        f"({_num(lab['churned'])} churned); {_num(lab['scored_without_label'])} scored rows "
+        f"without a label, {_num(lab['labels_not_scored'])} labels of customers not scored. "
+        f"Difference: candidate − served, with a paired bootstrap 95% interval "
+        f"({_num(boot.get('resamples'))} resamples, seed {boot.get('seed', '–')}).</p>"
+        + _table(["metric", "served", "candidate", "difference", "95% low", "95% high"], rows)
+    )
+
+
+_METRIC_KEYS = ("served", "candidate", "difference", "ci95_low", "ci95_high")

@@ -4,6 +4,7 @@ of DIR/predictions.parquet or DIR/rejected.parquet, with DIR/report.json and DIR
     python -m batch.predict INPUT... --output DIR [--as-of YYYY-MM-DD] [--model TAG] [--overwrite]
         [--fail-on-anomaly] [--quiet] [--engine local|dask] [--scheduler tcp://HOST:8786]
         [--max-reject-share SHARE] [--max-null-share SHARE]
+        [--candidate-tag TAG [--labels FILE] [--bootstrap-resamples N] [--bootstrap-seed N]]
 
 Exit codes: 0 done, 1 failed, 2 bad usage or unreadable input, 3 anomalies (--fail-on-anomaly).
 """
@@ -29,6 +30,7 @@ from models.policy import ignored_columns
 from models.predictor import load_predictor
 from models.settings import AS_OF_ENV, SharedSettings
 
+from . import candidate
 from .checks import add_quality
 from .engine import DEFAULT_CHUNK_ROWS, run_local
 from .html import render_html
@@ -92,6 +94,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=["local", "dask"], default="local")
     p.add_argument("--scheduler", metavar="URL", help="Dask scheduler (default: a local cluster)")
     add_arguments(p)  # --max-reject-share, --max-null-share
+    candidate.add_arguments(p)  # --candidate-tag, --labels, --bootstrap-*
     p.add_argument(
         "--metrics-textfile",
         type=Path,
@@ -122,13 +125,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise InputError("--chunk-rows must be positive")
     if args.scheduler and args.engine != "dask":
         raise InputError("--scheduler needs --engine dask")
+    candidate.check_arguments(args)
     check_target(args.output, args.overwrite)
     sources = [Source(p) for p in resolve_inputs(args.inputs)]
     settings = shared_settings()
     predictor = load_predictor(args.model or settings.tag())
     as_of = args.as_of or settings.as_of_or_today()
     schema = rejects_schema([s.schema for s in sources])
-    info = RunInfo(predictor, as_of, schema, explain=args.explain)
+    backtest = candidate.start(args, predictor.tag)
+    challenger = backtest.model if backtest else None
+    info = RunInfo(predictor, as_of, schema, explain=args.explain, candidate=challenger)
     known = [s.num_rows for s in sources if s.num_rows is not None]
     total = sum(known) if len(known) == len(sources) else None
     log.info("scoring %d file(s) with %s, as of %s", len(sources), predictor.tag, as_of)
@@ -139,9 +145,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if args.engine == "dask":
                 from .dask_engine import run_dask  # dask is an optional extra
 
-                stats, duplicates = run_dask(sources, staging, info, args.scheduler, progress)
+                stats, duplicates = run_dask(
+                    sources, staging, info, args.scheduler, progress, backtest
+                )
             else:
-                stats, duplicates = run_local(sources, staging, info, progress, args.chunk_rows)
+                stats, duplicates = run_local(
+                    sources, staging, info, progress, args.chunk_rows, backtest
+                )
         finally:
             progress.close()
         elapsed = time.perf_counter() - started
@@ -162,6 +172,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ),
             **build_report(stats, duplicates, predictor.metadata),
         }
+        if backtest is not None:
+            report["candidate"] = backtest.report()
         add_quality(report, Limits(args.max_reject_share, args.max_null_share), staging)
         (staging / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")
         (staging / REPORT_HTML).write_text(render_html(report))

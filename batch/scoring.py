@@ -28,6 +28,7 @@ from .reader import TEXT, Chunk
 MODEL_VERSION_COLUMN = "model_version"
 AS_OF_COLUMN = "as_of"
 SCORED_AT_COLUMN = "scored_at"
+CANDIDATE_COLUMN = "candidate_churn_probability"  # --candidate-tag: the candidate's P(churn)
 SOURCE_COLUMN = "source_file"
 ROW_COLUMN = "source_row"
 _LEVEL_TEXT = pa.array(CONFIDENCE_LEVELS, pa.string())
@@ -57,11 +58,17 @@ REASON_FIELDS = [
 _FEATURE_TEXT = pa.array(FEATURES, pa.string())
 
 
-def prediction_schema(explain: bool = False) -> pa.Schema:
-    return pa.schema([*PREDICTION_SCHEMA, *REASON_FIELDS]) if explain else PREDICTION_SCHEMA
+CANDIDATE_FIELD = pa.field(CANDIDATE_COLUMN, pa.float64(), nullable=False)
 
 
-def prediction_writer(path: Path, explain: bool = False) -> pq.ParquetWriter:
+def prediction_schema(explain: bool = False, candidate: bool = False) -> pa.Schema:
+    extra = [*([CANDIDATE_FIELD] if candidate else []), *(REASON_FIELDS if explain else [])]
+    return pa.schema([*PREDICTION_SCHEMA, *extra]) if extra else PREDICTION_SCHEMA
+
+
+def prediction_writer(
+    path: Path, explain: bool = False, candidate: bool = False
+) -> pq.ParquetWriter:
     """The predictions file, written for speed (the write is a large share of a run's CPU time):
     - the label columns arrive as dictionaries: parquet takes them as its dictionary pages
       instead of hashing every value again;
@@ -69,7 +76,7 @@ def prediction_writer(path: Path, explain: bool = False) -> pq.ParquetWriter:
     - min/max statistics only for numbers and dates (the text ones compared every string);
     - the arrow schema is not stored, so every reader sees the label columns as plain text.
     """
-    schema = prediction_schema(explain)
+    schema = prediction_schema(explain, candidate)
     labels = [f.name for f in schema if f.type == LABEL]
     ordered = [f.name for f in schema if not (is_text(f.type) or f.type == LABEL)]
     return pq.ParquetWriter(
@@ -89,6 +96,7 @@ class RunInfo:
     as_of: date
     rejects_schema: pa.Schema
     explain: bool = False
+    candidate: ChurnPredictor | None = None  # --candidate-tag: scored beside the served model
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +109,7 @@ class ScoredChunk:
     scores: Scores
     levels: np.ndarray  # int8: each scored row's index into CONFIDENCE_LEVELS
     reasons: np.ndarray  # object: the readable reason of each rejected row
+    candidate: np.ndarray | None = None  # the candidate's P(churn) of the scored rows
 
 
 def _plain(t: pa.DataType) -> pa.DataType:
@@ -224,12 +233,16 @@ def score_checked(
         ],
         schema=PREDICTION_SCHEMA,
     )
+    candidate = None
+    if run.candidate is not None:
+        candidate = run.candidate.churn_probability(features) if n else np.empty(0)
+        predictions = predictions.append_column(CANDIDATE_FIELD, pa.array(candidate, pa.float64()))
     if run.explain:
         predictions = _with_reasons(predictions, explain(run.predictor, features))
     bad = np.flatnonzero(~valid)
     reasons = checked.errors[bad]
     rejected = rejected_table(chunk, bad, reasons, run.rejects_schema)
-    return ScoredChunk(predictions, rejected, features, scores, levels, reasons)
+    return ScoredChunk(predictions, rejected, features, scores, levels, reasons, candidate)
 
 
 def _with_reasons(predictions: pa.Table, reasons: Reasons) -> pa.Table:
