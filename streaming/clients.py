@@ -23,7 +23,7 @@ FETCH_MAX_WAIT_MS = 100
 # Producer batching: `flush()` ends every micro-batch, so lingering only helps inside one batch.
 PRODUCER_LINGER_MS = 5
 PRODUCER_BATCH_BYTES = 256 * 1024
-# Compression (`--compression`; `auto` is lz4 with the `fast` extra, else gzip): without the
+# Compression (`--compression`, gzip unless asked; `auto` is lz4 when installed): without the
 # optional C `crc32c` package, kafka-python checksums every produced batch in pure Python under
 # the GIL, and a compressed batch is far smaller to check; gzip is in the standard library.
 # Figures: benchmarks/README.md, "Streaming".

@@ -80,10 +80,14 @@ class StreamSettings(SharedSettings):
     retry_backoff_ms: int = Field(200, ge=1, description="first wait after a failed call")
     retry_max_backoff_ms: int = Field(5_000, ge=1, description="longest wait between retries")
     stats_interval_s: float = Field(10.0, gt=0, description="seconds between throughput logs")
+    # gzip by default: kafka-python reads it with the standard library, so does every other
+    # client; lz4 (faster, and what `auto` picks when installed) crashes a kafka-python consumer
+    # that lacks the lz4 package, so it is an opt-in for topics whose every consumer has it.
     compression: Compression = Field(
-        "auto",
-        description="codec of the result and dead-letter batches; auto: lz4 when installed (the "
-        "`fast` extra), else gzip",
+        "gzip",
+        description="codec of the result and dead-letter batches (every client reads gzip); "
+        "lz4 and the others when asked and installed; auto: lz4 when installed (the `fast` "
+        "extra), else gzip, only where every consumer of the topics has lz4",
     )
     max_error_payload_bytes: int = Field(
         256 * 1024, ge=0, description="longest original message copied into a dead letter"
