@@ -72,6 +72,15 @@ class StreamSettings(SharedSettings):
         20, ge=0, description="longest wait for a batch to fill once it has a message"
     )
     metrics_port: int = Field(9400, ge=0, le=65535, description="Prometheus port (0: none)")
+    health_port: int = Field(
+        9401, ge=0, le=65535, description="port of the /livez and /readyz probes (0: none)"
+    )
+    live_timeout_s: float = Field(
+        180.0,
+        gt=0,
+        description="/livez fails once the loop has not polled for this long (above the 30 s "
+        "service timeout plus the producer's 2-minute delivery timeout, its longest waits)",
+    )
     partitions: int = Field(3, ge=1, description="partitions of topics this bridge creates")
     replication_factor: int = Field(1, ge=1, description="replication of topics it creates")
     session_timeout_ms: int = Field(10_000, ge=1000, description="consumer group session timeout")
