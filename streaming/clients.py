@@ -56,7 +56,9 @@ def make_producer(settings: StreamSettings, **overrides: Any) -> KafkaProducer:
         "bootstrap_servers": settings.bootstrap_servers.split(","),
         "client_id": client_id("producer"),
         "acks": "all",
-        "enable_idempotence": True,
+        "enable_idempotence": not settings.no_idempotence,
+        # Without idempotence a retried request could overtake the next: one in flight keeps order.
+        **({"max_in_flight_requests_per_connection": 1} if settings.no_idempotence else {}),
         "linger_ms": PRODUCER_LINGER_MS,
         "batch_size": PRODUCER_BATCH_BYTES,
         "compression_type": None if settings.compression == "none" else settings.compression,

@@ -98,6 +98,12 @@ class StreamSettings(SharedSettings):
         "lz4 and the others when asked and installed; auto: lz4 when installed (the `fast` "
         "extra), else gzip, only where every consumer of the topics has lz4",
     )
+    no_idempotence: bool = Field(
+        False,
+        description="a producer without idempotence, for a broker that mishandles it (tansu "
+        "0.6 on S3 loses acknowledged batches retried across its restart); a retried batch may "
+        "then be written twice, its order kept by one request in flight",
+    )
     max_error_payload_bytes: int = Field(
         256 * 1024, ge=0, description="longest original message copied into a dead letter"
     )

@@ -6,6 +6,7 @@ topics, against what the producer got acknowledged: none lost, and at most one m
 duplicated. Every wait is for an event (records seen, offsets committed, a port answering).
 """
 
+import contextlib
 import json
 import signal
 from collections import Counter
@@ -16,6 +17,8 @@ from typing import Any
 import pytest
 
 from models.samples import event
+from streaming import clients
+from streaming.settings import StreamSettings
 from tests.streaming.brokers import RestartableBroker
 from tests.streaming.support import Kafka, Reader, read_until, start_bridge, stop, unique
 from tests.support import Process, wait_until
@@ -38,7 +41,8 @@ def seen_ids(servers: str, topic: str, count: int, bridge: Process) -> Counter[s
     """Every record of the output and dead-letter topics, read afresh, counted by event id."""
     out, err = Reader(servers, f"{topic}-out"), Reader(servers, f"{topic}-err")
     try:
-        read_until([out, err], count, 240, bridge)
+        with contextlib.suppress(TimeoutError):  # fewer: the asserts name the missing ids
+            read_until([out, err], count, 240, bridge)
         return Counter(r["customer_id"] for r in (*out.records, *err.records))
     finally:
         out.close()
@@ -59,9 +63,10 @@ def check_resumed(kafka: Kafka, topic: str, group: str, sent: dict, bridge: Proc
     """Everything acked has a result or dead letter, at most one batch twice, all committed."""
     ids = acked_ids(sent)
     assert len(ids) == len(sent)  # one id per event, so ids count events
-    wait_until(
-        lambda: sum(kafka.committed(group).values()) == len(sent), 240, "every offset committed"
-    )
+    try:
+        wait_until(lambda: sum(kafka.committed(group).values()) == len(sent), 240, "commits")
+    except TimeoutError:
+        raise AssertionError(f"committed {kafka.committed(group)} of {len(sent)}") from None
     seen = seen_ids(kafka.servers, topic, len(sent), bridge)
     lost = ids - seen.keys()
     duplicated = sum(n - 1 for n in seen.values())
@@ -87,7 +92,10 @@ def test_broker_killed_mid_stream_and_restarted_the_bridge_loses_nothing(broker,
     try:
         topic, group = kafka.topic("broker-kill"), unique("g")
         sent = kafka.send(topic, events(0, BEFORE))
-        args = ("--service-url", bento.url, "--max-batch", str(MAX_BATCH))
+        # tansu 0.6 on S3 answers an idempotent batch retried across its restart as a duplicate
+        # (offset -1) without having stored it: results acknowledged, then gone. Kafka stores
+        # before it acknowledges; against tansu, the bridge's producer runs without idempotence.
+        args = ("--service-url", bento.url, "--max-batch", str(MAX_BATCH), "--no-idempotence")
         bridge = start_bridge(logs_dir, kafka, topic, group, *args)
         seen = strike_mid_stream(kafka, topic, bridge)
         broker.kill()
@@ -100,3 +108,15 @@ def test_broker_killed_mid_stream_and_restarted_the_bridge_loses_nothing(broker,
         if bridge is not None:
             bridge.stop(signal.SIGKILL)
         kafka.close()
+
+
+def test_without_idempotence_one_request_in_flight_keeps_the_order(monkeypatch):
+    made: list[dict[str, Any]] = []
+    monkeypatch.setattr(clients, "KafkaProducer", lambda **config: made.append(config))
+    clients.make_producer(StreamSettings(no_idempotence=True))
+    clients.make_producer(StreamSettings())
+    plain, idempotent = made
+    assert plain["enable_idempotence"] is False
+    assert plain["max_in_flight_requests_per_connection"] == 1
+    assert idempotent["enable_idempotence"] is True
+    assert "max_in_flight_requests_per_connection" not in idempotent  # kafka-python's 5
