@@ -1,5 +1,5 @@
-"""Faults mid-stream: the broker killed (SIGKILL) and restarted while a bridge works through a
-backlog; the bridge, never restarted, resumes by itself.
+"""Faults mid-stream: the broker, then the service, killed (SIGKILL) and restarted while a bridge
+works through a backlog; the bridge, never restarted, resumes by itself.
 
 Counted by event id (each event has its own `customer_id`) across the output and dead-letter
 topics, against what the producer got acknowledged: none lost, and at most one micro-batch
@@ -8,6 +8,7 @@ duplicated. Every wait is for an event (records seen, offsets committed, a port 
 
 import contextlib
 import json
+import os
 import signal
 from collections import Counter
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from streaming import clients
 from streaming.settings import StreamSettings
 from tests.streaming.brokers import RestartableBroker
 from tests.streaming.support import Kafka, Reader, read_until, start_bridge, stop, unique
-from tests.support import Process, wait_until
+from tests.support import Process, process_tree, wait_until
 
 MAX_BATCH = 50
 BEFORE, AFTER = 3000, 1000  # events produced before the fault, and once it is over
@@ -108,6 +109,37 @@ def test_broker_killed_mid_stream_and_restarted_the_bridge_loses_nothing(broker,
         if bridge is not None:
             bridge.stop(signal.SIGKILL)
         kafka.close()
+
+
+def kill_tree(proc: Process) -> None:
+    """SIGKILL `proc` and its descendants: `bentoml serve` starts its worker in a session of its
+    own, which a signal to the process group would miss."""
+    for pid in reversed(process_tree(proc.proc.pid)):
+        with contextlib.suppress(ProcessLookupError):  # gone meanwhile
+            os.kill(pid, signal.SIGKILL)
+    proc.proc.wait(30)
+
+
+def test_service_killed_mid_stream_and_restarted_the_bridge_loses_nothing(
+    kafka, private_bento, logs_dir
+):
+    service = private_bento()
+    bridge = None
+    try:
+        topic, group = kafka.topic("service-kill"), unique("g")
+        sent = kafka.send(topic, events(0, BEFORE))
+        args = ("--service-url", service.url, "--max-batch", str(MAX_BATCH))
+        bridge = start_bridge(logs_dir, kafka, topic, group, *args)
+        seen = strike_mid_stream(kafka, topic, bridge)
+        kill_tree(service)
+        assert seen < BEFORE
+        private_bento(port=service.port)
+        sent |= kafka.send(topic, events(BEFORE, BEFORE + AFTER))
+        check_resumed(kafka, topic, group, sent, bridge)
+        assert stop(bridge) == 0
+    finally:
+        if bridge is not None:
+            bridge.stop(signal.SIGKILL)
 
 
 def test_without_idempotence_one_request_in_flight_keeps_the_order(monkeypatch):
