@@ -41,6 +41,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from streaming.clients import ensure_topics, make_consumer, make_producer
+from streaming.health import Health, service_probe, start_health_server
 from streaming.inflight import Batch, InFlight, Rebalance
 from streaming.logs import configure, log
 from streaming.messages import (
@@ -70,10 +71,12 @@ class Bridge:
         scorer: Scorer,
         metrics: BridgeMetrics,
         clock: Callable[[], float] = time.monotonic,
+        health: Health | None = None,
     ) -> None:
         self.settings, self.consumer, self.producer = settings, consumer, producer
         self.scorer, self.metrics = scorer, metrics
         self._clock = clock  # monotonic seconds; tests step a fake one instead of sleeping
+        self.health = health or Health(settings.live_timeout_s, clock)
         self.inflight = InFlight(clock)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")
         self._paused = False
@@ -152,6 +155,7 @@ class Bridge:
         """The one place records enter: every record poll() returns joins the collected batch."""
         room = max(1, self.settings.max_batch - self.inflight.collected())
         records = self.consumer.poll(timeout_ms=int(timeout_ms), max_records=room)
+        self.health.polled(bool(self.consumer.assignment()))
         if not records:
             return
         collecting = self.inflight.collecting
@@ -173,7 +177,12 @@ class Bridge:
             return
         self.metrics.service_calls.inc()
         started = self._clock()
-        outcomes = self.scorer.score(valid, as_of)
+        try:
+            outcomes = self.scorer.score(valid, as_of)
+        except (ScoringUnavailableError, ScoringRefusedError):
+            self.health.service_answered(False)
+            raise
+        self.health.service_answered(True)
         self.metrics.service_seconds.observe(self._clock() - started)
         for msg, outcome in zip(valid, outcomes, strict=True):
             msg.outcome = outcome
@@ -282,16 +291,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     scorer = scorer_for(settings)
     ensure_topics(settings, [settings.input_topic, settings.output_topic, settings.error_topic])
     metrics = BridgeMetrics()
-    bridge = Bridge(settings, make_consumer(settings), make_producer(settings), scorer, metrics)
+    probe = None if settings.in_process else service_probe(settings.service_url,
+                                                           settings.service_token)  # fmt: skip
+    health = Health(settings.live_timeout_s, service_probe=probe)
+    bridge = Bridge(settings, make_consumer(settings), make_producer(settings), scorer, metrics,
+                    health=health)  # fmt: skip
     signal.signal(signal.SIGTERM, bridge.stop)
     signal.signal(signal.SIGINT, bridge.stop)
     metrics.serve(settings.metrics_port)
+    probes = start_health_server(health, settings.health_port) if settings.health_port else None
     try:
         bridge.run()
     except ScoringRefusedError:  # logged once by the bridge, the batches in hand uncommitted
         return EXIT_REFUSED
     finally:
         bridge.close()
+        if probes is not None:
+            probes.shutdown()
     return 0
 
 

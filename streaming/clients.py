@@ -23,7 +23,7 @@ FETCH_MAX_WAIT_MS = 100
 # Producer batching: `flush()` ends every micro-batch, so lingering only helps inside one batch.
 PRODUCER_LINGER_MS = 5
 PRODUCER_BATCH_BYTES = 256 * 1024
-# Compression (`--compression`; `auto` is lz4 with the `fast` extra, else gzip): without the
+# Compression (`--compression`, gzip unless asked; `auto` is lz4 when installed): without the
 # optional C `crc32c` package, kafka-python checksums every produced batch in pure Python under
 # the GIL, and a compressed batch is far smaller to check; gzip is in the standard library.
 # Figures: benchmarks/README.md, "Streaming".
@@ -56,7 +56,9 @@ def make_producer(settings: StreamSettings, **overrides: Any) -> KafkaProducer:
         "bootstrap_servers": settings.bootstrap_servers.split(","),
         "client_id": client_id("producer"),
         "acks": "all",
-        "enable_idempotence": True,
+        "enable_idempotence": not settings.no_idempotence,
+        # Without idempotence a retried request could overtake the next: one in flight keeps order.
+        **({"max_in_flight_requests_per_connection": 1} if settings.no_idempotence else {}),
         "linger_ms": PRODUCER_LINGER_MS,
         "batch_size": PRODUCER_BATCH_BYTES,
         "compression_type": None if settings.compression == "none" else settings.compression,

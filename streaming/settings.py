@@ -72,6 +72,15 @@ class StreamSettings(SharedSettings):
         20, ge=0, description="longest wait for a batch to fill once it has a message"
     )
     metrics_port: int = Field(9400, ge=0, le=65535, description="Prometheus port (0: none)")
+    health_port: int = Field(
+        9401, ge=0, le=65535, description="port of the /livez and /readyz probes (0: none)"
+    )
+    live_timeout_s: float = Field(
+        180.0,
+        gt=0,
+        description="/livez fails once the loop has not polled for this long (above the 30 s "
+        "service timeout plus the producer's 2-minute delivery timeout, its longest waits)",
+    )
     partitions: int = Field(3, ge=1, description="partitions of topics this bridge creates")
     replication_factor: int = Field(1, ge=1, description="replication of topics it creates")
     session_timeout_ms: int = Field(10_000, ge=1000, description="consumer group session timeout")
@@ -80,10 +89,20 @@ class StreamSettings(SharedSettings):
     retry_backoff_ms: int = Field(200, ge=1, description="first wait after a failed call")
     retry_max_backoff_ms: int = Field(5_000, ge=1, description="longest wait between retries")
     stats_interval_s: float = Field(10.0, gt=0, description="seconds between throughput logs")
+    # gzip by default: kafka-python reads it with the standard library, so does every other
+    # client; lz4 (faster, and what `auto` picks when installed) crashes a kafka-python consumer
+    # that lacks the lz4 package, so it is an opt-in for topics whose every consumer has it.
     compression: Compression = Field(
-        "auto",
-        description="codec of the result and dead-letter batches; auto: lz4 when installed (the "
-        "`fast` extra), else gzip",
+        "gzip",
+        description="codec of the result and dead-letter batches (every client reads gzip); "
+        "lz4 and the others when asked and installed; auto: lz4 when installed (the `fast` "
+        "extra), else gzip, only where every consumer of the topics has lz4",
+    )
+    no_idempotence: bool = Field(
+        False,
+        description="a producer without idempotence, for a broker that mishandles it (tansu "
+        "0.6 on S3 loses acknowledged batches retried across its restart); a retried batch may "
+        "then be written twice, its order kept by one request in flight",
     )
     max_error_payload_bytes: int = Field(
         256 * 1024, ge=0, description="longest original message copied into a dead letter"

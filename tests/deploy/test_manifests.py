@@ -26,6 +26,7 @@ from bentoml._internal.configuration.containers import BentoMLContainer
 from bentoml._internal.container.generate import BENTO_HOME, BENTO_PATH, BENTO_UID_GID
 
 from batch import predict as batch_predict
+from streaming.health import LIVE_PATH, READY_PATH, Health, start_health_server
 from tests.deploy import dag_facts
 from tests.deploy import manifests as m
 from tests.serving.test_build import hadolint
@@ -89,6 +90,26 @@ def test_the_probe_paths_are_served_by_the_service(bento):
         assert httpx.get(f"{bento.url}{path}", timeout=10).status_code == 200, path
 
 
+def test_the_bridges_probe_paths_are_served_by_its_health_server():
+    c = m.container(m.resource("Deployment", m.STREAM), m.STREAM)
+    assert m.http_probe_paths(c) == {LIVE_PATH, READY_PATH}
+    ports = {p["name"] for p in c["ports"]}
+    for key in ("livenessProbe", "readinessProbe"):
+        assert c[key]["httpGet"]["port"] == "health"
+    assert "health" in ports
+    # The bridge's own server answers them (a live, assigned bridge whose service answers).
+    health = Health(live_timeout_s=60, service_probe=lambda: True)
+    health.polled(assigned=True)
+    server = start_health_server(health, 0, "127.0.0.1")
+    try:
+        for path in (c["livenessProbe"]["httpGet"]["path"], c["readinessProbe"]["httpGet"]["path"]):
+            url = f"http://127.0.0.1:{server.server_address[1]}{path}"
+            assert httpx.get(url, timeout=10).status_code == 200, path
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_ports_are_the_services_and_the_bridges():
     service_c = m.container(m.resource("Deployment", m.SERVICE), m.SERVICE)
     (http,) = service_c["ports"]
@@ -100,8 +121,10 @@ def test_ports_are_the_services_and_the_bridges():
     stream = m.resource("Deployment", m.STREAM)
     stream_c = m.container(stream, m.STREAM)
     settings = m.settings_from(stream, stream_c, m.StreamSettings)
-    (metrics,) = stream_c["ports"]
+    ports = {p["name"]: p for p in stream_c["ports"]}
+    metrics = ports["metrics"]
     assert metrics["containerPort"] == settings.metrics_port
+    assert ports["health"]["containerPort"] == settings.health_port
     (metrics_port,) = m.resource("Service", "churn-stream-metrics")["spec"]["ports"]
     assert metrics_port["targetPort"] == metrics["name"]
     # The bridge calls the API through its Service.

@@ -72,10 +72,13 @@ def test_shared_settings_mean_the_same_to_every_entry_point(monkeypatch):
 
 
 @pytest.mark.parametrize(("lz4", "expected"), [(True, "lz4"), (False, "gzip")])
-def test_the_bridge_compresses_with_lz4_when_installed_else_gzip(monkeypatch, lz4, expected):
+def test_the_bridge_compresses_with_gzip_unless_asked_auto_is_lz4_when_installed(
+    monkeypatch, lz4, expected
+):
     monkeypatch.delenv("CHURN_STREAM_COMPRESSION", raising=False)
     monkeypatch.setattr(kafka.codec, "has_lz4", lambda: lz4)
-    assert load_settings([]).compression == expected
+    assert load_settings([]).compression == "gzip"  # whatever is installed
+    assert load_settings(["--compression", "auto"]).compression == expected
     assert load_settings(["--compression", "none"]).compression == "none"
 
 

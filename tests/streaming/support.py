@@ -118,6 +118,7 @@ def start_bridge(
         *("--output-topic", f"{topic}-out", "--error-topic", f"{topic}-err"),
         *("--as-of", AS_OF.isoformat(), "--metrics-port", str(port), "--stats-interval-s", "1"),
         *FAST_GROUP, "--retry-backoff-ms", "100", "--retry-max-backoff-ms", "1000",
+        "--health-port", "0",  # a test that probes it names a port of its own
         *args,
     ]  # fmt: skip
     return spawn("bridge", cmd, port, log_dir / f"bridge-{unique(group)}.log", {})
