@@ -2,7 +2,6 @@
 report built from them: counts, confidence, failures, drift against the training profile, and
 the anomalies that `--fail-on-anomaly` turns into exit code 3."""
 
-import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -12,12 +11,12 @@ import numpy as np
 
 from models.contract import CONFIDENCE_LEVELS, FEATURES
 from models.predictor import Scores
+from models.stability import PSI_MODERATE, PSI_SIGNIFICANT, psi
 
 from .duplicates import Duplicates
 from .scoring import ScoredChunk
 
 HISTOGRAM_BINS = 20
-PSI_MODERATE, PSI_SIGNIFICANT = 0.1, 0.25
 CHURN_RATE_HIGH, CHURN_RATE_LOW = 0.5, 0.01
 MEAN_CONFIDENCE_MIN = 0.6
 LOW_CONFIDENCE_SHARE_MAX = 0.3
@@ -26,8 +25,6 @@ LOW_CONFIDENCE_SHARE_MAX = 0.3
 # rows a rate's standard error is at most 2.2 points and each of ~10 PSI bins expects ~50 rows.
 MIN_ROWS_FOR_ANOMALIES = 500
 INSUFFICIENT = "insufficient_data"
-# PSI is undefined for an empty bin; a floor this small keeps it finite without hiding drift.
-_PSI_FLOOR = 1e-4
 
 
 @dataclass
@@ -143,16 +140,6 @@ def drift_edges(metadata: dict[str, Any]) -> dict[str, np.ndarray]:
     """The training profile's inner bin edges per feature (empty if the model has no profile)."""
     profile = metadata.get("training_data", {}).get("features", {})
     return {name: np.asarray(p["bin_edges"], np.float64) for name, p in profile.items()}
-
-
-def psi(actual: list[int], expected: list[float]) -> float:
-    """Population stability index of observed bin counts against the training fractions."""
-    total = sum(actual)
-    value = 0.0
-    for count, e in zip(actual, expected, strict=True):
-        a, e = max(count / total, _PSI_FLOOR), max(e, _PSI_FLOOR)
-        value += (a - e) * math.log(a / e)
-    return value
 
 
 def drift_status(value: float) -> str:

@@ -9,7 +9,7 @@ Everything is counts and fixed-bin histograms (`ComparisonState`), so the servic
 request by request forever and two states add up. The p95 of |Δp| (the inverted-CDF quantile)
 is read off a histogram of `DELTA_BIN` wide bins (the bin's upper edge, capped by the largest
 |Δp| seen); the PSI off `SCORE_BINS` equal-width bins of P(churn), with the drift report's PSI
-(`batch.report.psi`, one definition for both).
+(`models.stability.psi`, one definition for both).
 """
 
 from dataclasses import dataclass, field
@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from batch.report import psi
 from models.contract import DECISION_THRESHOLD
+from models.stability import psi
 
 SCORE_BINS = 20  # equal-width bins of P(churn) on [0, 1] for the PSI
 DELTA_BIN = 0.001  # width of the |Δp| histogram's bins: the p95's resolution

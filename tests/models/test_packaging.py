@@ -97,3 +97,44 @@ def test_the_check_sees_the_imports_that_matter():
     needed = _needed_distributions()
     assert {"bentoml", "scikit-learn", "pydantic", "starlette", "redis"} <= needed.keys()
     assert "kafka-python" not in needed  # the bridge is not in the bento
+
+
+def _first_party_imports(path: Path) -> set[str]:
+    """The project's modules `path` imports, absolute or relative, at any depth in the file."""
+    package = path.relative_to(ROOT).parent.parts
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] in FIRST_PARTY)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else ()
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            if module.split(".")[0] in FIRST_PARTY:
+                found.add(module)
+    return found
+
+
+def _module_file(module: str) -> Path:
+    path = ROOT.joinpath(*module.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def test_the_bentos_code_imports_only_files_the_bento_carries():
+    # A module outside bentofile.yaml's include serves on a checkout and fails in the image
+    # ("No module named 'batch'"): tests/deploy/test_image.py would find it, minutes later.
+    carried = set(_bento_files())
+    missing = sorted(
+        f"{path.relative_to(ROOT)} imports {module}"
+        for path in carried
+        for module in _first_party_imports(path)
+        if _module_file(module) not in carried
+    )
+    assert missing == []
+
+
+def test_the_import_check_reads_absolute_and_relative_imports():
+    assert _first_party_imports(ROOT / "service.py") >= {"models.contract", "serving.settings"}
+    relative = _first_party_imports(ROOT / "batch" / "report.py")
+    assert {"batch.scoring", "models.stability"} <= relative
+    assert _module_file("batch.scoring") == ROOT / "batch" / "scoring.py"
+    assert _module_file("monitoring") == ROOT / "monitoring" / "__init__.py"
