@@ -6,7 +6,7 @@ PORT ?= 3000
 export BENTOML_DO_NOT_TRACK := True
 
 .PHONY: install install-runtime serve test test-fast lint ruff deps typecheck bench-serving \
-	bench-batch bench-streaming soak clean
+	bench-batch bench-streaming bench-shadow soak clean
 
 # Two installs into the one virtualenv: `serve` needs the runtime only (the [project]
 # dependencies); lint, tests and benchmarks need the dev extra (dask, the test tools with their
@@ -83,6 +83,9 @@ bench-batch: install  ## the batch script against a pandas baseline and the I/O 
 
 bench-streaming: install  ## the Kafka bridge against per-message baselines and a pass-through
 	$(BIN)/python -m benchmarks.streaming
+
+bench-shadow: install  ## /predict with a candidate in the shadow against none (issue 20's 1.25x)
+	$(BIN)/python -m benchmarks.shadow
 
 soak: install  ## minutes of sustained load with Redis on, memory and p99 over time (not in CI)
 	$(BIN)/python -m benchmarks.soak
